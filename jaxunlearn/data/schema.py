@@ -1,0 +1,201 @@
+"""Record schema for unlearning benchmarks (MLLMU-Bench compatible).
+
+A :class:`Benchmark` holds fictitious :class:`Profile` s (the fine-tuned knowledge), celebrity
+profiles (pre-trained knowledge) and named splits of profile ids. Everything round-trips through
+plain JSON via ``to_dict`` / ``from_dict``; in-memory PIL images are stored as base64 PNG data URLs,
+image paths as strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from PIL import Image
+
+KINDS = ("classification", "generation", "cloze")
+MODALITIES = ("multi", "text")
+LETTERS = ("A", "B", "C", "D")
+BLANK = "[Blank]"
+_DATA_URL = "data:image/png;base64,"
+
+ImageLike = Union[Image.Image, str, None]
+
+
+def image_to_json(image: ImageLike) -> str | None:
+    """A PIL image as a PNG data URL; paths and ``None`` pass through."""
+    if image is None or isinstance(image, str):
+        return image
+    if isinstance(image, Path):
+        return str(image)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=6)
+    return _DATA_URL + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def image_from_json(value: str | None) -> ImageLike:
+    """Inverse of :func:`image_to_json` (data URLs become PIL images, paths stay strings)."""
+    if isinstance(value, str) and value.startswith(_DATA_URL):
+        raw = base64.b64decode(value[len(_DATA_URL):])
+        img = Image.open(io.BytesIO(raw))
+        img.load()
+        return img
+    return value
+
+
+def load_image(image: ImageLike) -> Image.Image:
+    """Open an image given as PIL image or path, converted to RGB."""
+    if image is None:
+        raise ValueError("profile has no image; multimodal records need one (check the data dir)")
+    if not isinstance(image, Image.Image):
+        image = Image.open(image)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+@dataclass
+class Question:
+    """One evaluation question.
+
+    ``classification``: 4 ``options``, ``answer`` is the letter. ``generation``: ``answer`` is the
+    reference text. ``cloze``: ``question`` is a sentence containing ``[Blank]``, ``answer`` the
+    missing text.
+    """
+
+    kind: str
+    modality: str
+    question: str
+    answer: str
+    options: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"question kind {self.kind!r} is not one of {KINDS}")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"question modality {self.modality!r} is not one of {MODALITIES}")
+        if self.kind == "classification":
+            if len(self.options) != 4 or self.answer not in LETTERS:
+                raise ValueError(
+                    f"classification question {self.question!r} needs 4 options and a letter "
+                    f"answer A-D, got {len(self.options)} options and answer {self.answer!r}"
+                )
+        elif self.kind == "cloze" and BLANK not in self.question:
+            raise ValueError(f"cloze question {self.question!r} has no {BLANK} marker")
+
+    @property
+    def answer_text(self) -> str:
+        """The answer as text (the chosen option's text for classification)."""
+        if self.kind == "classification":
+            return self.options[LETTERS.index(self.answer)]
+        return self.answer
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "modality": self.modality, "question": self.question,
+                "answer": self.answer, "options": list(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Question":
+        return cls(d["kind"], d["modality"], d["question"], d["answer"], list(d.get("options", [])))
+
+
+@dataclass
+class QAPair:
+    """A training (or image-understanding) question-answer pair."""
+
+    question: str
+    answer: str
+    modality: str = "multi"
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"QA modality {self.modality!r} is not one of {MODALITIES}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"question": self.question, "answer": self.answer, "modality": self.modality}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "QAPair":
+        return cls(d["question"], d["answer"], d.get("modality", "multi"))
+
+
+@dataclass
+class Profile:
+    """One person: identity image, facts, training QA and evaluation questions."""
+
+    id: str
+    name: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    image: ImageLike = None
+    test_images: list[ImageLike] = field(default_factory=list)
+    train_qa: list[QAPair] = field(default_factory=list)
+    eval_questions: list[Question] = field(default_factory=list)
+    test_questions: list[Question] = field(default_factory=list)
+    understanding_qa: list[QAPair] = field(default_factory=list)
+
+    def questions(self, which: str = "eval", kind: str | None = None,
+                  modality: str | None = None) -> list[Question]:
+        """Eval (``which='eval'``) or test questions filtered by kind and modality."""
+        qs = self.eval_questions if which == "eval" else self.test_questions
+        return [q for q in qs if (kind is None or q.kind == kind)
+                and (modality is None or q.modality == modality)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "attributes": dict(self.attributes),
+            "image": image_to_json(self.image),
+            "test_images": [image_to_json(i) for i in self.test_images],
+            "train_qa": [q.to_dict() for q in self.train_qa],
+            "eval_questions": [q.to_dict() for q in self.eval_questions],
+            "test_questions": [q.to_dict() for q in self.test_questions],
+            "understanding_qa": [q.to_dict() for q in self.understanding_qa],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Profile":
+        return cls(
+            id=str(d["id"]), name=d.get("name", ""), attributes=dict(d.get("attributes", {})),
+            image=image_from_json(d.get("image")),
+            test_images=[image_from_json(i) for i in d.get("test_images", [])],
+            train_qa=[QAPair.from_dict(q) for q in d.get("train_qa", [])],
+            eval_questions=[Question.from_dict(q) for q in d.get("eval_questions", [])],
+            test_questions=[Question.from_dict(q) for q in d.get("test_questions", [])],
+            understanding_qa=[QAPair.from_dict(q) for q in d.get("understanding_qa", [])],
+        )
+
+
+@dataclass
+class Benchmark:
+    """Fictitious profiles, celebrity profiles and named splits (name -> profile ids).
+
+    Usual split names: ``forget_5/10/15``, ``retain_95/90/85``, ``test`` (profiles with
+    transformed-image / paraphrased test questions), ``celebrity``, ``full`` and the PULSE splits
+    ``pulse_ft_forget`` / ``pulse_ft_retain`` / ``pulse_seq_1`` .. ``pulse_seq_K``.
+    """
+
+    profiles: list[Profile] = field(default_factory=list)
+    celebrities: list[Profile] = field(default_factory=list)
+    splits: dict[str, list[str]] = field(default_factory=dict)
+
+    def by_id(self) -> dict[str, Profile]:
+        """All profiles (fictitious and celebrity) by id."""
+        return {p.id: p for p in [*self.profiles, *self.celebrities]}
+
+    def split(self, name: str) -> list[Profile]:
+        """The profiles of one split, in split order."""
+        if name not in self.splits:
+            raise ValueError(f"unknown split {name!r}; available: {sorted(self.splits)}")
+        table = self.by_id()
+        return [table[i] for i in self.splits[name]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"profiles": [p.to_dict() for p in self.profiles],
+                "celebrities": [p.to_dict() for p in self.celebrities],
+                "splits": {k: list(v) for k, v in self.splits.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Benchmark":
+        return cls([Profile.from_dict(p) for p in d.get("profiles", [])],
+                   [Profile.from_dict(p) for p in d.get("celebrities", [])],
+                   {k: [str(i) for i in v] for k, v in d.get("splits", {}).items()})

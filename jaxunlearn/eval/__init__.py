@@ -1,0 +1,1 @@
+"""Evaluation: metrics, judge client, reports, plots and protocols."""

@@ -1,0 +1,154 @@
+"""Prefill + jitted decoding with a fixed-size KV cache (greedy, temperature / top-p).
+
+The whole loop is one `jax.jit` call: a `lax.while_loop` that stops when every row has
+emitted EOS or `max_new_tokens` is reached. Prompts must be left-padded (the HF convention
+for decoder-only generation); positions continue from each row's last real position, which
+also covers M-RoPE (`rope_deltas` are implied by the prefill positions).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn.modeling.model import Model, cast_floating, merge, prepare_inputs
+
+
+def _bucket(n: int, multiple: int = 16) -> int:
+    return int(-(-n // multiple) * multiple)
+
+
+def sample_token(logits: jax.Array, rng: jax.Array | None, temperature: float,
+                 top_p: float) -> jax.Array:
+    """Greedy when rng is None, else temperature + nucleus (top-p) sampling. logits [B, V]."""
+    if rng is None:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / max(float(temperature), 1e-6)
+    if top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        keep = mass_before < top_p  # the first token is always kept
+        threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < threshold, -jnp.inf, logits)
+    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "eos_ids", "pad_id",
+                                             "do_sample", "temperature", "top_p", "dtype"),
+                   donate_argnames=())
+def _generate(graphdef, params, inputs, rng, *, max_new_tokens: int, eos_ids: tuple,
+              pad_id: int, do_sample: bool, temperature: float, top_p: float, dtype):
+    module = merge(graphdef, cast_floating(params, dtype))
+    lm = module.language_model
+    c = lm.c
+    inputs = dict(inputs)
+    input_ids = inputs.pop("input_ids")
+    mask = inputs.pop("attention_mask")
+    b, t = input_ids.shape
+    s = t + max_new_tokens
+    embeds, positions = module.embed_inputs(input_ids, mask, dtype=dtype, **inputs)
+    cache_dtype = embeds.dtype
+    cache = [(jnp.zeros((b, s, c.num_key_value_heads, c.head_dim), cache_dtype),
+              jnp.zeros((b, s, c.num_key_value_heads, c.head_dim), cache_dtype))
+             for _ in range(c.num_hidden_layers)]
+    key_valid = jnp.concatenate([mask, jnp.zeros((b, max_new_tokens), mask.dtype)], axis=1)
+    hidden, cache = lm(embeds, positions, key_valid, cache, 0)
+    logits = module.lm_logits(hidden[:, -1]).astype(jnp.float32)
+    # next position per row: one past the largest position used by its real tokens
+    pos_valid = jnp.where(mask.astype(bool), positions, -1)
+    next_pos = jnp.max(pos_valid.reshape(-1, b, t) if positions.ndim == 3 else pos_valid[None],
+                       axis=(0, 2)) + 1
+    eos = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
+    out = jnp.full((b, max_new_tokens), pad_id, jnp.int32)
+    done = jnp.zeros((b,), bool)
+
+    def cond(carry):
+        step, _, _, _, _, done, _ = carry
+        return (step < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        step, logits, cache, key_valid, out, done, rng = carry
+        if do_sample:
+            rng, sub = jax.random.split(rng)
+        else:
+            sub = None
+        tok = sample_token(logits, sub, temperature, top_p)
+        tok = jnp.where(done, pad_id, tok)
+        out = out.at[:, step].set(tok)
+        done = done | jnp.isin(tok, eos)
+        key_valid = jax.lax.dynamic_update_slice(key_valid, jnp.ones((b, 1), key_valid.dtype),
+                                                 (0, t + step))
+        emb = lm.embed_tokens(tok[:, None]).astype(cache_dtype)
+        pos = (next_pos + step)[:, None]
+        if positions.ndim == 3:
+            pos = jnp.broadcast_to(pos[None], (positions.shape[0], b, 1))
+        h, cache = lm(emb, pos, key_valid, cache, t + step)
+        logits = module.lm_logits(h[:, 0]).astype(jnp.float32)
+        return step + 1, logits, cache, key_valid, out, done, rng
+
+    carry = (jnp.int32(0), logits, cache, key_valid, out, done, rng)
+    step, _, _, _, out, _, _ = jax.lax.while_loop(cond, body, carry)
+    return out, step
+
+
+def generate(model: Model, input_ids, attention_mask=None, pixel_values=None, *,
+             max_new_tokens: int = 16, do_sample: bool = False, temperature: float = 1.0,
+             top_p: float = 1.0, rng: jax.Array | None = None,
+             eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
+             bucket: int = 16, **extra) -> np.ndarray:
+    """Generate new tokens for a left-padded batch; returns only the new tokens [B, n].
+
+    Greedy by default (`do_sample=False`); sampling needs an explicit PRNG key `rng`. Rows that
+    finished emit `pad_token_id` (HF's convention); n is `max_new_tokens` or fewer when every
+    row finished earlier. Prompts are left-padded further to a multiple of `bucket` so that
+    prompts of similar length share one compilation.
+    """
+    ids = np.asarray(input_ids)
+    mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask shape {mask.shape} != input_ids shape {ids.shape}")
+    if (mask[:, -1] == 0).any():
+        raise ValueError("generation needs left-padded prompts (the last column must be a real "
+                         "token in every row); pad with padding_side='left'")
+    if do_sample and rng is None:
+        raise ValueError("do_sample=True needs an explicit PRNG key: pass rng=jax.random.key(seed)")
+    eos = _eos_ids(model, eos_token_id)
+    pad = pad_token_id
+    if pad is None:
+        pad = model.hf_config.get("pad_token_id")
+        if pad is None:
+            pad = (model.hf_config.get("text_config") or {}).get("pad_token_id")
+        if pad is None:
+            pad = eos[0] if eos else 0
+    extra_pad = _bucket(ids.shape[1], bucket) - ids.shape[1] if bucket else 0
+    if extra_pad:
+        ids = np.concatenate([np.full((ids.shape[0], extra_pad), pad, ids.dtype), ids], axis=1)
+        mask = np.concatenate([np.zeros((mask.shape[0], extra_pad), mask.dtype), mask], axis=1)
+        if "position_ids" in extra and extra["position_ids"] is not None:
+            p = np.asarray(extra["position_ids"])
+            extra = dict(extra, position_ids=np.concatenate(
+                [np.zeros(p.shape[:-1] + (extra_pad,), p.dtype), p], axis=-1))
+    inputs = prepare_inputs(ids, mask, pixel_values, extra)
+    out, steps = _generate(model.graphdef, model.params, inputs, rng if do_sample else None,
+                           max_new_tokens=int(max_new_tokens), eos_ids=tuple(eos),
+                           pad_id=int(pad), do_sample=bool(do_sample),
+                           temperature=float(temperature), top_p=float(top_p),
+                           dtype=model.compute_dtype)
+    return np.asarray(out)[:, : int(steps)]
+
+
+def _eos_ids(model: Model, eos_token_id) -> list[int]:
+    if eos_token_id is None:
+        eos_token_id = model.hf_config.get("eos_token_id")
+        if eos_token_id is None:
+            eos_token_id = (model.hf_config.get("text_config") or {}).get("eos_token_id")
+    if eos_token_id is None:
+        return []
+    if isinstance(eos_token_id, int):
+        return [eos_token_id]
+    return [int(e) for e in eos_token_id]

@@ -1,0 +1,148 @@
+"""`Model`: an immutable value holding a family's graph definition, config and parameters.
+
+Parameters are a flat dict `{dotted.path: array}` whose paths mirror the HF module names
+(`language_model.layers.0.mlp.up_proj.kernel`). Every computation is a pure function of that
+dict: `nnx.merge` rebuilds the module inside jit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Params = dict[str, jax.Array]
+
+
+def path_key(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def unflatten(params: Params) -> nnx.State:
+    """Flat `{dotted: array}` -> nested `nnx.State` that `nnx.merge` accepts."""
+    items = [(tuple(int(p) if p.isdigit() else p for p in k.split(".")), v)
+             for k, v in params.items()]
+    return nnx.from_flat_state(items)
+
+
+def merge(graphdef: Any, params: Params) -> nnx.Module:
+    """Rebuild the NNX module from its graph definition and a flat parameter dict."""
+    return nnx.merge(graphdef, unflatten(params))
+
+
+def abstract_module(module_cls: type, config: Any) -> tuple[Any, dict, dict]:
+    """Build a module without allocating weights.
+
+    Returns (graphdef, {path: ShapeDtypeStruct}, {path: logical axis names})."""
+    abstract = nnx.eval_shape(lambda: module_cls(config, nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract, nnx.Param)
+    shapes, axes = {}, {}
+    for path, var in nnx.to_flat_state(state):
+        key = path_key(path)
+        value = var.get_value() if hasattr(var, "get_value") else var.value
+        shapes[key] = jax.ShapeDtypeStruct(value.shape, value.dtype)
+        axes[key] = tuple(var.get_metadata().get("out_sharding") or (None,) * len(value.shape))
+    return graphdef, shapes, axes
+
+
+def init_params(module_cls: type, config: Any, seed: int = 0, dtype=jnp.float32) -> Params:
+    """Random parameters (HF-style normal(0.02) weights, ones/zeros for norms and biases)."""
+    module = module_cls(config, nnx.Rngs(seed))
+    _, state = nnx.split(module, nnx.Param)
+    out = {}
+    for path, var in nnx.to_flat_state(state):
+        value = var.get_value() if hasattr(var, "get_value") else var.value
+        out[path_key(path)] = jnp.asarray(value, dtype)
+    return out
+
+
+def cast_floating(params: Params, dtype) -> Params:
+    if dtype is None:
+        return params
+    return {k: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
+            for k, v in params.items()}
+
+
+def forward_hidden(graphdef: Any, params: Params, inputs: dict, *, dtype=None,
+                   remat: bool = False, probes: dict | None = None):
+    """Final decoder hidden states [B, T, D] and the merged module (for its head)."""
+    module = merge(graphdef, cast_floating(params, dtype))
+    inputs = dict(inputs)
+    input_ids = inputs.pop("input_ids")
+    mask = inputs.pop("attention_mask", None)
+    if mask is None:
+        mask = jnp.ones(input_ids.shape, jnp.int32)
+    embeds, positions = module.embed_inputs(input_ids, mask, probes=probes, dtype=dtype, **inputs)
+    hidden, _ = module.language_model(embeds, positions, mask, remat=remat,
+                                      probes=(probes or {}).get("language"))
+    return hidden, module
+
+
+def forward_logits(graphdef: Any, params: Params, inputs: dict, *, dtype=None,
+                   remat: bool = False, probes: dict | None = None) -> jax.Array:
+    """Pure forward: logits [B, T, V] in fp32. `inputs` holds input_ids, attention_mask and
+    the family's image inputs under their HF names."""
+    hidden, module = forward_hidden(graphdef, params, inputs, dtype=dtype, remat=remat,
+                                    probes=probes)
+    return module.lm_logits(hidden).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "dtype"))
+def _jit_logits(graphdef, params, inputs, dtype=None):
+    return forward_logits(graphdef, params, inputs, dtype=dtype)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A loaded model: immutable; use `replace(params=...)` for an edited copy."""
+
+    family: str
+    config: Any
+    hf_config: dict
+    graphdef: Any
+    params: Params
+    logical_axes: dict[str, tuple]
+    compute_dtype: Any = None
+    source_dir: str | None = None
+
+    def replace(self, **changes) -> "Model":
+        return dataclasses.replace(self, **changes)
+
+    def module(self, params: Params | None = None) -> nnx.Module:
+        return merge(self.graphdef, self.params if params is None else params)
+
+    def logits(self, input_ids, attention_mask=None, pixel_values=None, **extra) -> jax.Array:
+        """Logits [B, T, V] (fp32) for HF-processor-layout inputs (numpy or jax arrays)."""
+        inputs = prepare_inputs(input_ids, attention_mask, pixel_values, extra)
+        return _jit_logits(self.graphdef, self.params, inputs, dtype=self.compute_dtype)
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(np.prod(v.shape) for v in self.params.values()))
+
+
+def prepare_inputs(input_ids, attention_mask, pixel_values, extra: dict) -> dict:
+    """Collect model inputs into one dict of jax arrays (None entries dropped)."""
+    input_ids = jnp.asarray(input_ids, jnp.int32)
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")
+    if attention_mask is None:
+        attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+    attention_mask = jnp.asarray(attention_mask, jnp.int32)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {attention_mask.shape} != input_ids shape "
+                         f"{input_ids.shape}")
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if pixel_values is not None:
+        inputs["pixel_values"] = jnp.asarray(pixel_values)
+    for k, v in extra.items():
+        if v is not None:
+            inputs[k] = jnp.asarray(v)
+    return inputs
+
+
