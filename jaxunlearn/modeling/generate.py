@@ -9,13 +9,13 @@ also covers M-RoPE (`rope_deltas` are implied by the prefill positions).
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn.modeling.model import Model, cast_floating, merge, prepare_inputs
+from jaxunlearn.modeling.model import Model, cast_floating, merge
 
 
 def _bucket(n: int, multiple: int = 16) -> int:
@@ -129,11 +129,7 @@ def generate(model: Model, input_ids, attention_mask=None, pixel_values=None, *,
     if extra_pad:
         ids = np.concatenate([np.full((ids.shape[0], extra_pad), pad, ids.dtype), ids], axis=1)
         mask = np.concatenate([np.zeros((mask.shape[0], extra_pad), mask.dtype), mask], axis=1)
-        if "position_ids" in extra and extra["position_ids"] is not None:
-            p = np.asarray(extra["position_ids"])
-            extra = dict(extra, position_ids=np.concatenate(
-                [np.zeros(p.shape[:-1] + (extra_pad,), p.dtype), p], axis=-1))
-    inputs = prepare_inputs(ids, mask, pixel_values, extra)
+    inputs = model.host_inputs(ids, mask, pixel_values, extra)
     out, steps = _generate(model.graphdef, model.params, inputs, rng if do_sample else None,
                            max_new_tokens=int(max_new_tokens), eos_ids=tuple(eos),
                            pad_id=int(pad), do_sample=bool(do_sample),

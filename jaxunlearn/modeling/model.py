@@ -118,8 +118,26 @@ class Model:
 
     def logits(self, input_ids, attention_mask=None, pixel_values=None, **extra) -> jax.Array:
         """Logits [B, T, V] (fp32) for HF-processor-layout inputs (numpy or jax arrays)."""
-        inputs = prepare_inputs(input_ids, attention_mask, pixel_values, extra)
+        inputs = self.host_inputs(input_ids, attention_mask, pixel_values, extra)
         return _jit_logits(self.graphdef, self.params, inputs, dtype=self.compute_dtype)
+
+    def host_inputs(self, input_ids, attention_mask=None, pixel_values=None,
+                    extra: dict | None = None) -> dict:
+        """Inputs as jax arrays after the family's host-side preparation (if any)."""
+        from jaxunlearn.modeling import registry
+
+        fam = registry.family_for(self.hf_config.get("model_type"))
+        raw = {"input_ids": np.asarray(input_ids)}
+        raw["attention_mask"] = (np.ones_like(raw["input_ids"]) if attention_mask is None
+                                 else np.asarray(attention_mask))
+        if pixel_values is not None:
+            raw["pixel_values"] = pixel_values
+        raw.update({k: v for k, v in (extra or {}).items() if v is not None})
+        if fam.host_prepare is not None:
+            raw = fam.host_prepare(self.config, raw)
+        ids, mask = raw.pop("input_ids"), raw.pop("attention_mask")
+        pix = raw.pop("pixel_values", None)
+        return prepare_inputs(ids, mask, pix, raw)
 
     @property
     def num_params(self) -> int:

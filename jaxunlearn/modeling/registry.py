@@ -16,6 +16,9 @@ class Family:
     keys: mapping.KeyTable
     conv_shapes: Callable[[Any], dict[str, tuple]]  # our path -> torch conv weight shape
     hf_architecture: str
+    # optional host-side (numpy) preparation of model inputs, e.g. M-RoPE position ids and
+    # patch padding to buckets: (config, inputs dict of numpy arrays) -> inputs dict
+    host_prepare: Callable[[Any, dict], dict] | None = None
 
 
 _FAMILIES: dict[str, Callable[[], Family]] = {}
@@ -50,3 +53,17 @@ def _llava() -> Family:
 
 
 register("llava", _llava)
+
+
+def _lazy(module: str, attr: str) -> Callable[[], Family]:
+    def factory() -> Family:
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)()
+
+    return factory
+
+
+register("qwen2_vl", _lazy("jaxunlearn.modeling.qwen_vl", "family_qwen2_vl"))
+register("qwen2_5_vl", _lazy("jaxunlearn.modeling.qwen_vl", "family_qwen2_5_vl"))
+register("llava_onevision", _lazy("jaxunlearn.modeling.llava_onevision", "family"))
