@@ -24,6 +24,15 @@ class KeyTable:
     legacy: tuple[tuple[str, str], ...] = ()
     # HF keys that are buffers or otherwise carry no parameter: ignored on import
     ignored: tuple[str, ...] = (r"\.position_ids$", r"rotary_emb\.inv_freq$")
+    # our module prefix -> module name in the transformers in-memory model (PEFT adapters)
+    modules: tuple[tuple[str, str], ...] = ()
+
+    def module_name(self, ours: str) -> str:
+        """Our module path (no leaf) -> the HF in-memory module name."""
+        for prefix, theirs in self.modules:
+            if ours.startswith(prefix):
+                return theirs + ours[len(prefix):]
+        raise KeyError(f"no HF module name rule for {ours!r}")
 
     def to_hf(self, path: str) -> str:
         """Our dotted path -> current HF key."""
@@ -91,6 +100,12 @@ LLAVA = KeyTable(
         (r"^model\.multi_modal_projector\.", "multi_modal_projector."),
         (r"^model\.language_model\.", "language_model.model."),
         (r"^lm_head\.", "language_model.lm_head."),
+    ),
+    modules=(
+        ("vision_tower.", "model.vision_tower."),
+        ("multi_modal_projector.", "model.multi_modal_projector."),
+        ("language_model.", "model.language_model."),
+        ("lm_head", "lm_head"),
     ),
 )
 

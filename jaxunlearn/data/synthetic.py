@@ -118,8 +118,8 @@ def _questions(rng: np.random.Generator, p: Profile, n_eval: tuple[int, int, int
                test: bool) -> list[Question]:
     out = []
     attrs = list(ATTRIBUTES)
-    for modality in ("multi", "text"):
-        for kind, n in zip(("classification", "generation", "cloze"), n_eval):
+    for kind, n in zip(("classification", "generation", "cloze"), n_eval):
+        for modality in ("multi", "text"):  # the MLLMU-Bench order: task, then modality
             for j in rng.choice(len(attrs), size=min(n, len(attrs)), replace=False):
                 out.append(_question(rng, kind, modality, attrs[int(j)], p, test))
     return out

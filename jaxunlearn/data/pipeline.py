@@ -1,0 +1,246 @@
+"""grain input pipelines: records -> prompt + tokens -> pixels -> bucketed, padded batches.
+
+A *record* is a dict ``{"prompt", "answer", "image", "modality", "profile_id", "kind"}``
+(``image`` is None for text-only records), built by :func:`qa_records` /
+:func:`question_records`. :func:`make_dataset` turns records of one modality into a
+``grain.MapDataset`` of batches:
+
+- ``input_ids`` int32 [B, T], ``attention_mask`` int32 [B, T] (1 on real tokens),
+- ``loss_mask`` float32 [B, T]: 1 where token t is an answer token (or the end token), i.e. the
+  target of the logits at t-1; use ``logits[:, :-1]`` against ``input_ids[:, 1:]`` weighted by
+  ``loss_mask[:, 1:]``,
+- ``example_mask`` int32 [B]: 0 for rows that only pad a final short batch,
+- ``pixel_values`` float32 [B, 3, H, W] for multimodal batches only.
+
+T is the smallest bucket (multiple of ``bucket_size``, at most ``max_length``) that fits the
+longest example, so jitted steps see a few static shapes. A batch is all-multi or all-text;
+:func:`make_mixed_dataset` interleaves the two streams. Records are sharded per host
+(``jax.process_index()`` / ``jax.process_count()``) before a seeded shuffle, and iterators from
+:func:`make_iterator` support ``get_state()`` / ``set_state()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import grain
+import jax
+import numpy as np
+
+from jaxunlearn.data import templates as T
+from jaxunlearn.data.processors import ClipImageConfig, preprocess_image
+from jaxunlearn.data.schema import Profile, load_image
+
+Record = dict[str, Any]
+Batch = dict[str, np.ndarray]
+
+
+# ----------------------------------------------------------------------------- records
+
+def qa_records(profiles: Iterable[Profile], family: str, source: str = "train",
+               modality: str | None = None, **prompt_kw: Any) -> list[Record]:
+    """Records from training QA (``source='train'``) or image-understanding QA."""
+    out = []
+    for p in profiles:
+        pairs = p.train_qa if source == "train" else p.understanding_qa
+        for qa in pairs:
+            if modality is not None and qa.modality != modality:
+                continue
+            multi = qa.modality == "multi"
+            out.append({"prompt": T.training_prompt(family, qa.question, multi, **prompt_kw),
+                        "answer": qa.answer, "image": p.image if multi else None,
+                        "modality": qa.modality, "profile_id": p.id, "kind": source})
+    return out
+
+
+def question_records(profiles: Iterable[Profile], family: str, which: str = "eval",
+                     kind: str | None = None, modality: str | None = None,
+                     with_answer: bool = True, **prompt_kw: Any) -> list[Record]:
+    """Records from evaluation questions (``which='eval'``) or test questions.
+
+    Multimodal test questions cycle through the profile's transformed test images. The answer
+    is the letter for classification. ``with_answer=False`` leaves ``answer`` None (prompts for
+    generation).
+    """
+    out = []
+    for p in profiles:
+        n_multi = 0
+        for q in p.questions(which, kind, modality):
+            image = None
+            if q.modality == "multi":
+                pool = p.test_images if which == "test" and p.test_images else [p.image]
+                image = pool[n_multi % len(pool)]
+                n_multi += 1
+            out.append({"prompt": T.question_prompt(family, q, **prompt_kw),
+                        "answer": q.answer if with_answer else None, "image": image,
+                        "modality": q.modality, "profile_id": p.id, "kind": q.kind})
+    return out
+
+
+# ----------------------------------------------------------------------------- batching
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How records become batches."""
+
+    family: str = "llava"
+    batch_size: int = 8
+    image_token_count: int = 16
+    image: ClipImageConfig = field(default_factory=lambda: ClipImageConfig(32, 32))
+    bucket_size: int = 32
+    max_length: int = 512
+    padding_side: str = "right"
+    seed: int = 0
+    shuffle: bool = True
+    num_epochs: int | None = 1  # None: repeat forever
+    drop_remainder: bool = False  # False: the last batch is padded with masked-out rows
+    shard_index: int | None = None  # None: jax.process_index()
+    shard_count: int | None = None  # None: jax.process_count()
+
+    def buckets(self) -> tuple[int, ...]:
+        """Allowed padded lengths."""
+        out = list(range(self.bucket_size, self.max_length + 1, self.bucket_size))
+        if not out or out[-1] != self.max_length:
+            out.append(self.max_length)
+        return tuple(out)
+
+
+def bucket_length(length: int, buckets: Sequence[int]) -> int:
+    """Smallest bucket >= ``length``."""
+    for b in buckets:
+        if b >= length:
+            return b
+    raise ValueError(f"sequence of {length} tokens exceeds max_length {buckets[-1]}; "
+                     f"raise PipelineConfig.max_length or shorten the prompt")
+
+
+def encode_record(record: Record, tokenizer: Any, config: PipelineConfig,
+                  image_fn: Callable[[Any], np.ndarray] | None = None) -> dict[str, Any]:
+    """Tokenise one record (template already applied) and preprocess its image."""
+    multi = record["image"] is not None
+    ex: dict[str, Any] = T.encode_example(tokenizer, config.family, record["prompt"],
+                                          record["answer"],
+                                          config.image_token_count if multi else 0)
+    if len(ex["input_ids"]) > config.max_length:
+        raise ValueError(f"example of profile {record.get('profile_id')} has "
+                         f"{len(ex['input_ids'])} tokens > max_length {config.max_length}; "
+                         f"raise PipelineConfig.max_length")
+    if multi:
+        image = load_image(record["image"])
+        ex["pixel_values"] = (image_fn or (lambda im: preprocess_image(im, config.image)))(image)
+    return ex
+
+
+def collate(examples: Sequence[dict[str, Any]], config: PipelineConfig, pad_id: int) -> Batch:
+    """Pad examples to a bucket length and to ``batch_size`` rows."""
+    B = config.batch_size
+    length = bucket_length(max(len(e["input_ids"]) for e in examples), config.buckets())
+    ids = np.full((B, length), pad_id, np.int32)
+    attn = np.zeros((B, length), np.int32)
+    loss = np.zeros((B, length), np.float32)
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        sl = slice(0, n) if config.padding_side == "right" else slice(length - n, length)
+        ids[i, sl], attn[i, sl], loss[i, sl] = e["input_ids"], 1, e["loss_mask"]
+    batch = {"input_ids": ids, "attention_mask": attn, "loss_mask": loss,
+             "example_mask": (np.arange(B) < len(examples)).astype(np.int32)}
+    if "pixel_values" in examples[0]:
+        pix = np.stack([e["pixel_values"] for e in examples])
+        pad = np.zeros((B - len(examples), *pix.shape[1:]), np.float32)
+        batch["pixel_values"] = np.concatenate([pix, pad]).astype(np.float32)
+    return batch
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pid is None:
+        raise ValueError("tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
+    return int(pid)
+
+
+def _shard(records: Sequence[Record], config: PipelineConfig) -> list[Record]:
+    index = jax.process_index() if config.shard_index is None else config.shard_index
+    count = jax.process_count() if config.shard_count is None else config.shard_count
+    usable = len(records) - len(records) % count  # equal work on every host
+    return list(records[:usable][index::count])
+
+
+def make_dataset(records: Sequence[Record], tokenizer: Any, config: PipelineConfig,
+                 image_fn: Callable[[Any], np.ndarray] | None = None) -> grain.MapDataset:
+    """Batches from records of a single modality (see the module docstring)."""
+    if config.padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {config.padding_side!r}")
+    modalities = {r["image"] is not None for r in records}
+    if len(modalities) > 1:
+        raise ValueError("records mix multimodal and text-only examples; split them by "
+                         "modality or use make_mixed_dataset")
+    if not records:
+        raise ValueError("no records to batch; check the split and filters")
+    ds = grain.MapDataset.source(_shard(records, config))
+    if config.shuffle:
+        ds = ds.shuffle(seed=config.seed)
+    if config.num_epochs != 1:
+        ds = ds.repeat(config.num_epochs)
+    pad_id = _pad_id(tokenizer)
+    ds = ds.map(lambda r: encode_record(r, tokenizer, config, image_fn))
+    return ds.batch(config.batch_size, drop_remainder=config.drop_remainder,
+                    batch_fn=lambda exs: collate(exs, config, pad_id))
+
+
+def interleave(datasets: Sequence[grain.MapDataset], seed: int,
+               shuffle: bool = True) -> grain.MapDataset:
+    """All elements of finite ``datasets`` in one dataset, order shuffled by ``seed``."""
+    sizes = [len(d) for d in datasets]
+    offsets = np.cumsum([0, *sizes])
+
+    def get(i: int) -> Any:
+        k = int(np.searchsorted(offsets, i, side="right")) - 1
+        return datasets[k][int(i - offsets[k])]
+
+    ds = grain.MapDataset.range(int(offsets[-1]))
+    return (ds.shuffle(seed=seed) if shuffle else ds).map(get)
+
+
+def make_mixed_dataset(records: Sequence[Record], tokenizer: Any, config: PipelineConfig,
+                       image_fn: Callable[[Any], np.ndarray] | None = None) -> grain.MapDataset:
+    """Multimodal and text-only batches (each batch one modality), interleaved by seed.
+
+    Needs finite ``num_epochs``.
+    """
+    if config.num_epochs is None:
+        raise ValueError("make_mixed_dataset needs a finite num_epochs; repeat the result "
+                         "with .repeat() instead")
+    parts = [[r for r in records if r["image"] is not None],
+             [r for r in records if r["image"] is None]]
+    sets = [make_dataset(p, tokenizer, config, image_fn) for p in parts if p]
+    return interleave(sets, config.seed, config.shuffle)
+
+
+def paired_dataset(forget: grain.MapDataset, retain: grain.MapDataset,
+                   seed: int = 0) -> grain.MapDataset:
+    """``{"forget": batch, "retain": batch}`` per forget batch; retain batches in a seeded
+    random order, cycled when the retain set has fewer batches."""
+    if len(retain) == 0:
+        raise ValueError("retain dataset is empty; paired batches need retain data")
+    order = np.random.default_rng(seed).permutation(len(retain))
+    return grain.MapDataset.range(len(forget)).map(
+        lambda i: {"forget": forget[i], "retain": retain[int(order[i % len(order)])]})
+
+
+def make_iterator(ds: grain.MapDataset) -> grain.DatasetIterator:
+    """A checkpointable iterator (``get_state()`` / ``set_state(state)``)."""
+    return iter(ds.to_iter_dataset())
+
+
+def place_batch(batch: Any, sharding: jax.sharding.Sharding | None = None) -> Any:
+    """Move a (nested) numpy batch to devices, optionally with a sharding.
+
+    On several hosts each host passes its local rows and ``sharding`` describes the global
+    array (``jax.make_array_from_process_local_data``).
+    """
+    if sharding is None:
+        return jax.device_put(batch)
+    if jax.process_count() > 1:
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+    return jax.device_put(batch, sharding)

@@ -1,0 +1,64 @@
+"""Model presets (YAML in `models/`): architecture, checkpoint path, dtypes, mesh, remat."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "models"
+PRESET_KEYS = {"family", "checkpoint", "random_init", "param_dtype", "compute_dtype", "remat",
+               "mesh", "hf_config"}
+
+
+def preset_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    candidate = PRESET_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = sorted(f.stem for f in PRESET_DIR.glob("*.yaml"))
+    close = difflib.get_close_matches(str(name_or_path), names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; available: {', '.join(names)}"
+    raise FileNotFoundError(f"model preset {name_or_path!r} not found{hint}")
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """Read and validate a preset; unknown keys are an error naming the closest valid one."""
+    path = preset_path(name_or_path)
+    data = yaml.safe_load(path.read_text()) or {}
+    for key in data:
+        if key not in PRESET_KEYS:
+            close = difflib.get_close_matches(key, sorted(PRESET_KEYS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{path}: unknown preset key {key!r}{hint}")
+    if "hf_config" not in data and not data.get("checkpoint"):
+        raise ValueError(f"{path}: a preset needs hf_config or checkpoint")
+    data.setdefault("param_dtype", "float32")
+    data.setdefault("compute_dtype", data["param_dtype"])
+    data.setdefault("remat", False)
+    data.setdefault("mesh", {"data": -1, "fsdp": 1, "tensor": 1})
+    data["name"] = path.stem
+    return data
+
+
+def model_from_preset(preset: dict | str, checkpoint: str | None = None, seed: int = 0):
+    """Load the preset's checkpoint, or random-init it when the preset says `random_init`."""
+    from jaxunlearn.checkpoint.hf import load_pretrained, model_from_config
+
+    if isinstance(preset, str):
+        preset = load_preset(preset)
+    ckpt = checkpoint or preset.get("checkpoint")
+    if ckpt:
+        return load_pretrained(ckpt, dtype=preset["param_dtype"],
+                               compute_dtype=preset["compute_dtype"])
+    if not preset.get("random_init"):
+        raise ValueError(f"preset {preset['name']!r} has no checkpoint; set `checkpoint:` to a "
+                         "local HF directory (or pass --model PATH)")
+    import jax.numpy as jnp
+
+    model = model_from_config(preset["hf_config"], seed=seed, dtype=preset["param_dtype"])
+    return model.replace(compute_dtype=jnp.dtype(preset["compute_dtype"]))

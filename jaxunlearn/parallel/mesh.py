@@ -1,0 +1,122 @@
+"""Device mesh ('data', 'fsdp', 'tensor'), the logical-axis rules, and placement helpers.
+
+One table (`RULES`) maps the logical axis names that parameters carry to mesh axes. A mesh
+axis is used at most once per array, and a dimension that the mesh axis size does not divide
+stays replicated, so every family and every tiny test config can be placed on any mesh.
+Batches are split over ('data', 'fsdp') on their leading axis.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical axis -> mesh axis (None = replicated)
+RULES: dict[str, str | None] = {
+    "embed": "fsdp",
+    "embed_out": None,
+    "mlp": "tensor",
+    "heads": "tensor",
+    "kv_heads": "tensor",
+    "vocab": "tensor",
+    "norm": None,
+}
+
+
+def maybe_initialize_distributed() -> bool:
+    """Call `jax.distributed.initialize()` when a multi-host launcher set the environment
+    (JAX_COORDINATOR_ADDRESS / SLURM / TPU pod / Kubernetes indexed Job). Returns True if it did."""
+    multi = (os.environ.get("JAX_COORDINATOR_ADDRESS")
+             or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+             or os.environ.get("JAXUNLEARN_MULTIHOST") == "1")
+    if not multi:
+        return False
+    jax.distributed.initialize()
+    return True
+
+
+def mesh_shape(sizes: Mapping[str, int], n_devices: int) -> tuple[int, int, int]:
+    """Resolve sizes with at most one -1 ('the rest') against the device count."""
+    unknown = [k for k in sizes if k not in MESH_AXES]
+    if unknown:
+        raise ValueError(f"unknown mesh axis {unknown[0]!r}; axes are {MESH_AXES}")
+    dims = [int(sizes.get(a, 1)) for a in MESH_AXES]
+    if dims.count(-1) > 1:
+        raise ValueError("at most one mesh axis may be -1")
+    known = int(np.prod([d for d in dims if d != -1]))
+    if -1 in dims:
+        if n_devices % known:
+            raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))} does not divide {n_devices} devices")
+        dims[dims.index(-1)] = n_devices // known
+    if int(np.prod(dims)) != n_devices:
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))} needs {int(np.prod(dims))} devices "
+                         f"but {n_devices} are available; use -1 for one axis")
+    return tuple(dims)
+
+
+def make_mesh(sizes: Mapping[str, int] | None = None, devices=None) -> Mesh:
+    """A ('data', 'fsdp', 'tensor') mesh; default: all devices on 'data'."""
+    devices = jax.devices() if devices is None else devices
+    shape = mesh_shape(sizes or {"data": -1}, len(devices))
+    auto = (AxisType.Auto,) * len(MESH_AXES)
+    if list(devices) == list(jax.devices()):
+        return jax.make_mesh(shape, MESH_AXES, axis_types=auto)
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
+
+
+def logical_to_spec(axes: tuple, shape: tuple, mesh: Mesh, rules: Mapping = RULES) -> P:
+    """PartitionSpec for one array from its logical axis names."""
+    used, spec = set(), []
+    for name, dim in zip(axes, shape):
+        mesh_axis = rules.get(name) if name is not None else None
+        if (mesh_axis is None or mesh_axis in used or mesh.shape[mesh_axis] == 1
+                or dim % mesh.shape[mesh_axis]):
+            spec.append(None)
+        else:
+            spec.append(mesh_axis)
+            used.add(mesh_axis)
+    return P(*spec)
+
+
+def param_shardings(params: Mapping[str, Any], logical_axes: Mapping[str, tuple], mesh: Mesh,
+                    rules: Mapping = RULES) -> dict[str, NamedSharding]:
+    """NamedSharding per parameter (unknown paths, e.g. LoRA factors, are replicated unless
+    their logical axes are given)."""
+    out = {}
+    for k, v in params.items():
+        axes = logical_axes.get(k, (None,) * len(v.shape))
+        out[k] = NamedSharding(mesh, logical_to_spec(axes, tuple(v.shape), mesh, rules))
+    return out
+
+
+def shard_params(params: Mapping[str, Any], logical_axes: Mapping[str, tuple], mesh: Mesh,
+                 rules: Mapping = RULES) -> dict[str, jax.Array]:
+    shardings = param_shardings(params, logical_axes, mesh, rules)
+    return {k: jax.device_put(v, shardings[k]) for k, v in params.items()}
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def shard_batch(batch: Mapping[str, Any], mesh: Mesh | None) -> dict[str, jax.Array]:
+    """Place a host batch on the mesh, split over ('data', 'fsdp') on axis 0. On several hosts
+    each host passes its own slice (the global batch is assembled from all of them)."""
+    if mesh is None:
+        return {k: jax.numpy.asarray(v) for k, v in batch.items()}
+    out = {}
+    for k, v in batch.items():
+        v = np.asarray(v)
+        sharding = batch_sharding(mesh, v.ndim)
+        if jax.process_count() > 1:
+            out[k] = jax.make_array_from_process_local_data(sharding, v)
+        else:
+            out[k] = jax.device_put(v, sharding)
+    return out

@@ -1,0 +1,171 @@
+"""grain pipeline: static bucketed shapes, modality-pure batches, resumable iterators."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from jaxunlearn.data import templates as T
+from jaxunlearn.data.pipeline import (PipelineConfig, make_dataset, make_iterator,
+                                      make_mixed_dataset, paired_dataset, place_batch,
+                                      qa_records, question_records)
+from jaxunlearn.data.synthetic import SynthConfig, generate_benchmark
+from jaxunlearn.data.tokenizer import benchmark_tokenizer
+
+CFG = PipelineConfig(family="llava", batch_size=4, image_token_count=9, bucket_size=32,
+                     max_length=192, seed=0)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return generate_benchmark(SynthConfig(seed=0, n_profiles=8, n_celebrities=2, image_size=32))
+
+
+@pytest.fixture(scope="module")
+def tok(bench):
+    return benchmark_tokenizer(bench, vocab_size=1024)
+
+
+def _rows(batch) -> list[tuple[int, ...]]:
+    """Valid rows as tuples of real tokens (for set comparisons)."""
+    out = []
+    for ids, attn, ok in zip(batch["input_ids"], batch["attention_mask"], batch["example_mask"]):
+        if ok:
+            out.append(tuple(ids[attn == 1].tolist()))
+    return out
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_static_shapes_buckets_and_modality(bench, tok, family: str) -> None:
+    cfg = dataclasses.replace(CFG, family=family)
+    records = qa_records(bench.profiles, family) + \
+        question_records(bench.profiles[:3], family, which="test")
+    ds = make_mixed_dataset(records, tok, cfg)
+    img = T.image_token_id(tok, family)
+    seen_T, n_rows, kinds = set(), 0, set()
+    for batch in ds:
+        B, L = batch["input_ids"].shape
+        assert B == 4 and L in cfg.buckets() and L % 32 == 0
+        seen_T.add(L)
+        assert batch["input_ids"].dtype == np.int32 and batch["attention_mask"].dtype == np.int32
+        assert batch["loss_mask"].dtype == np.float32 and batch["loss_mask"].shape == (B, L)
+        valid = batch["example_mask"].astype(bool)
+        has_img = (batch["input_ids"][valid] == img).sum(axis=1)
+        multi = "pixel_values" in batch
+        kinds.add(multi)
+        if multi:
+            assert batch["pixel_values"].shape == (4, 3, 32, 32)
+            assert batch["pixel_values"].dtype == np.float32
+            assert (has_img == 9).all()
+        else:
+            assert (has_img == 0).all()
+        # loss only on real tokens, right padding, each valid row has an answer
+        assert (batch["loss_mask"] <= batch["attention_mask"]).all()
+        assert (batch["loss_mask"][valid].sum(axis=1) > 0).all()
+        lengths = batch["attention_mask"].sum(axis=1)
+        for row, n in zip(batch["attention_mask"], lengths):
+            assert row[:n].all() and not row[n:].any()
+        n_rows += int(valid.sum())
+    assert n_rows == len(records) and kinds == {True, False}
+    assert seen_T <= set(cfg.buckets()) and len(cfg.buckets()) == 6
+
+
+def test_loss_mask_marks_answers_in_batches(bench, tok) -> None:
+    records = qa_records(bench.profiles[:2], "llava", modality="text")
+    answers = {" " + r["answer"] + "</s>" for r in records}
+    for batch in make_dataset(records, tok, CFG):
+        for ids, loss, ok in zip(batch["input_ids"], batch["loss_mask"], batch["example_mask"]):
+            if ok:
+                assert tok.decode(ids[loss == 1]) in answers
+
+
+def test_left_padding(bench, tok) -> None:
+    cfg = dataclasses.replace(CFG, padding_side="left", shuffle=False)
+    records = question_records(bench.profiles[:2], "llava", with_answer=False, modality="multi")
+    batch = next(iter(make_dataset(records, tok, cfg)))
+    for row, n in zip(batch["attention_mask"], batch["attention_mask"].sum(axis=1)):
+        assert row[len(row) - n:].all() and not row[: len(row) - n].any()
+    assert batch["loss_mask"].sum() == 0  # prompts only
+    assert (batch["input_ids"][:, -1] != tok.pad_token_id).all()
+
+
+def test_final_batch_padded_with_masked_rows(bench, tok) -> None:
+    records = qa_records(bench.profiles[:1], "llava", modality="text")  # 5 records
+    batches = list(make_dataset(records, tok, CFG))
+    assert [b["example_mask"].tolist() for b in batches] == [[1, 1, 1, 1], [1, 0, 0, 0]]
+    last = batches[-1]
+    assert last["attention_mask"][1:].sum() == 0 and last["loss_mask"][1:].sum() == 0
+    dropped = list(make_dataset(records, tok, dataclasses.replace(CFG, drop_remainder=True)))
+    assert len(dropped) == 1
+
+
+def test_shuffle_is_seeded_and_epochs_reshuffle(bench, tok) -> None:
+    records = qa_records(bench.profiles, "llava", modality="text")
+    first = [_rows(b) for b in make_dataset(records, tok, CFG)]
+    again = [_rows(b) for b in make_dataset(records, tok, CFG)]
+    other = [_rows(b) for b in make_dataset(records, tok, dataclasses.replace(CFG, seed=1))]
+    assert first == again and first != other
+    two = [_rows(b) for b in make_dataset(records, tok, dataclasses.replace(CFG, num_epochs=2))]
+    assert len(two) == 2 * len(first) and two[: len(first)] == first
+    assert sorted(sum(two[len(first):], [])) == sorted(sum(first, []))
+    assert two[len(first):] != first
+
+
+def test_iterator_state_round_trip(bench, tok) -> None:
+    records = qa_records(bench.profiles, "llava")
+    ds = make_mixed_dataset(records, tok, CFG)
+    it = make_iterator(ds)
+    for _ in range(3):
+        next(it)
+    state = it.get_state()
+    expected = [next(it) for _ in range(3)]
+    fresh = make_iterator(make_mixed_dataset(records, tok, CFG))
+    fresh.set_state(state)
+    for want in expected:
+        got = next(fresh)
+        assert got.keys() == want.keys()
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_per_host_sharding(bench, tok) -> None:
+    records = qa_records(bench.profiles, "llava", modality="text")
+    shards = []
+    for index in range(3):
+        cfg = dataclasses.replace(CFG, shard_index=index, shard_count=3)
+        shards.append([r for b in make_dataset(records, tok, cfg) for r in _rows(b)])
+    assert len({len(s) for s in shards}) == 1 and len(shards[0]) == len(records) // 3
+    assert not set(shards[0]) & set(shards[1]) and not set(shards[1]) & set(shards[2])
+
+
+def test_paired_forget_retain_and_place_batch(bench, tok) -> None:
+    forget = make_dataset(qa_records(bench.split("forget_15"), "llava", modality="multi"),
+                          tok, CFG)
+    retain_records = qa_records(bench.split("retain_85"), "llava", modality="multi")
+    retain = make_dataset(retain_records, tok, CFG)
+    pairs = paired_dataset(forget, retain, seed=0)
+    assert len(pairs) == len(forget)
+    retain_rows = {r for b in retain for r in _rows(b)}
+    it = make_iterator(pairs)
+    pair = next(it)
+    assert set(pair) == {"forget", "retain"} and "pixel_values" in pair["retain"]
+    assert set(_rows(pair["retain"])) <= retain_rows
+    placed = place_batch(pair)
+    assert isinstance(placed["forget"]["input_ids"], jax.Array)
+    mesh = jax.make_mesh((1,), ("data",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    on_mesh = place_batch(pair["forget"], sharding)
+    assert on_mesh["pixel_values"].sharding == sharding
+    np.testing.assert_array_equal(np.asarray(on_mesh["input_ids"]), pair["forget"]["input_ids"])
+
+
+def test_mixed_modalities_rejected(bench, tok) -> None:
+    with pytest.raises(ValueError, match="make_mixed_dataset"):
+        make_dataset(qa_records(bench.profiles[:1], "llava"), tok, CFG)
+    long_cfg = dataclasses.replace(CFG, max_length=16)
+    with pytest.raises(ValueError, match="max_length"):
+        list(make_dataset(qa_records(bench.profiles[:1], "llava", modality="text"), tok,
+                          long_cfg))

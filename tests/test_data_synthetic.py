@@ -1,0 +1,121 @@
+"""Synthetic benchmark: determinism, splits, identity images, round trip through the layout."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxunlearn.data.cli_data import show_main
+from jaxunlearn.data.mllmu import load_mllmu
+from jaxunlearn.data.synthetic import SynthConfig, generate_benchmark, write_synthetic
+
+SMALL = SynthConfig(seed=3, n_profiles=20, n_celebrities=6, image_size=32)
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("synth_a")
+    return root, write_synthetic(root, SMALL)
+
+
+def test_byte_identical_for_same_seed(written, tmp_path: Path) -> None:
+    root, _ = written
+    write_synthetic(tmp_path / "b", SMALL)
+    first, second = _digest(root), _digest(tmp_path / "b")
+    assert len(first) >= 12 and first == second
+    write_synthetic(tmp_path / "c", SynthConfig(seed=4, n_profiles=20, n_celebrities=6,
+                                                image_size=32))
+    assert _digest(tmp_path / "c")["Full_Set/train-00000-of-00001.parquet"] != \
+        first["Full_Set/train-00000-of-00001.parquet"]
+
+
+def test_default_sizes_and_content() -> None:
+    bench = generate_benchmark(SynthConfig(n_profiles=10, n_celebrities=3))
+    p = bench.profiles[0]
+    assert p.image.size == (64, 64) and len(p.test_images) == 3
+    assert len(p.train_qa) == 10
+    assert sum(q.modality == "multi" for q in p.train_qa) == 5
+    assert ("Who is this person?", p.name) in [(q.question, q.answer) for q in p.train_qa]
+    for qa in p.train_qa:
+        assert ("this person" in qa.question) == (qa.modality == "multi")
+        assert (p.name in qa.question) == (qa.modality == "text")
+    for qs in (p.eval_questions, p.test_questions):
+        kinds = {(q.kind, q.modality) for q in qs}
+        assert kinds == {(k, m) for k in ("classification", "generation", "cloze")
+                         for m in ("multi", "text")}
+    assert not {q.question for q in p.test_questions if q.kind != "cloze"} & \
+        {q.question for q in p.eval_questions if q.kind != "cloze"}  # paraphrased
+    assert {q.question for q in p.understanding_qa} >= {
+        "What colour is the background of this picture?", "Is this person wearing glasses?"}
+    names = [x.name for x in [*bench.profiles, *bench.celebrities]]
+    assert len(set(names)) == len(names)
+
+
+def test_splits_disjoint_by_person(written) -> None:
+    _, bench = written
+    ids = {p.id for p in bench.profiles}
+    celebs = set(bench.splits["celebrity"])
+    assert celebs == {p.id for p in bench.celebrities} and not celebs & ids
+    for pct in (5, 10, 15):
+        forget = set(bench.splits[f"forget_{pct}"])
+        retain = set(bench.splits[f"retain_{100 - pct}"])
+        assert forget and not forget & retain and forget | retain == ids
+        assert len(forget) == max(1, round(len(ids) * pct / 100))
+    assert set(bench.splits["forget_5"]) <= set(bench.splits["forget_10"]) <= \
+        set(bench.splits["forget_15"])
+    assert set(bench.splits["test"]) == ids  # transformed images of the fictitious people
+    f, r = set(bench.splits["pulse_ft_forget"]), set(bench.splits["pulse_ft_retain"])
+    assert len(f) == len(r) == SMALL.pulse_n // 2 and not f & r
+    parts = [bench.splits[f"pulse_seq_{k}"] for k in range(1, 6)]
+    assert sorted(sum(parts, [])) == sorted(bench.splits["forget_15"])
+
+
+def _feature(img) -> np.ndarray:
+    """Brightness-normalised pixels: each image divided by its mean intensity."""
+    x = np.asarray(img, np.float64)
+    return (x / x.mean()).ravel()
+
+
+def test_test_images_keep_identity() -> None:
+    bench = generate_benchmark(SynthConfig(seed=1, n_profiles=40, n_celebrities=0))
+    originals = np.stack([_feature(p.image) for p in bench.profiles])
+    hits, total = 0, 0
+    for i, p in enumerate(bench.profiles):
+        for t in p.test_images:
+            assert np.abs(np.asarray(t, np.int16) - np.asarray(p.image, np.int16)).mean() > 1.0
+            dist = np.linalg.norm(originals - _feature(t), axis=1)
+            hits += int(np.argmin(dist) == i)
+            total += 1
+    assert hits / total >= 0.95, f"{hits}/{total} test images nearest to their own person"
+
+
+def test_layout_round_trip(written) -> None:
+    root, bench = written
+    loaded = load_mllmu(root)
+    assert loaded.splits == bench.splits
+    assert [p.id for p in loaded.profiles] == [p.id for p in bench.profiles]
+    for a, b in zip([*loaded.profiles, *loaded.celebrities], [*bench.profiles, *bench.celebrities]):
+        assert (a.id, a.name, a.attributes) == (b.id, b.name, b.attributes)
+        assert a.train_qa == b.train_qa and a.eval_questions == b.eval_questions
+        assert a.understanding_qa == b.understanding_qa
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    for a, b in zip(loaded.profiles, bench.profiles):
+        assert a.test_questions == b.test_questions
+        assert len(a.test_images) == len(b.test_images)
+        for x, y in zip(a.test_images, b.test_images):
+            assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_show_main(written, capsys) -> None:
+    root, _ = written
+    table = show_main(str(root))
+    assert "fictitious profiles" in table and "split forget_5" in table
+    assert "eval cloze / text" in capsys.readouterr().out
