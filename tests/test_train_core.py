@@ -171,3 +171,17 @@ def test_resume_in_new_process_is_identical(tmp_path):
     resumed = np.load(out)
     for k, v in straight.items():
         np.testing.assert_array_equal(resumed[k.replace(".", "/")], np.asarray(v), err_msg=k)
+
+
+def test_tiny_overfit_reaches_95_percent():
+    """8 image+text QA pairs (random token answers tied to the image) are memorised."""
+    from jaxunlearn.modeling.model import forward_logits
+    from jaxunlearn.objectives.nll import token_accuracy
+
+    model = tiny_model(seed=1)
+    batch = qa_batch(model, batch=8, length=20, seed=7)
+    cfg = finetune.TrainConfig(lr=3e-3, epochs=150, warmup_steps=10, clip_norm=1.0)
+    res = finetune.finetune(model, lambda e: [batch], cfg, steps_per_epoch=1, progress=False)
+    logits = forward_logits(model.graphdef, res.params, finetune.model_inputs(batch))
+    acc = float(token_accuracy(logits, batch))
+    assert acc > 0.95, acc

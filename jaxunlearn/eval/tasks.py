@@ -1,0 +1,464 @@
+"""MLLMU-Bench evaluation tasks on a model: classification, generation, cloze, likelihood, NLL.
+
+Every task works on multimodal and text-only questions. Prompts are tokenised once, grouped
+by padded length (the pipeline's buckets) and batched with a fixed batch size, left-padded,
+so a whole evaluation compiles only a few shapes: one per (modality, length bucket) for
+generation (:func:`jaxunlearn.generate`, greedy, jitted KV-cache decoding) and for the
+likelihood forward. Short final batches are filled with copies of their last row, whose
+outputs are dropped.
+
+Each task returns a :class:`TaskResult`: result records (see :mod:`jaxunlearn.eval.records`)
+and one prediction dict per question (for reports and debugging). ``generate_fn`` replaces
+:func:`jaxunlearn.generate` (same signature), e.g. with a fake in tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn.data import templates as T
+from jaxunlearn.data.pipeline import PipelineConfig, bucket_length, encode_record, qa_records
+from jaxunlearn.data.pipeline import question_records
+from jaxunlearn.data.schema import LETTERS, Profile, Question
+from jaxunlearn.eval import metrics as M
+from jaxunlearn.eval.records import make_record
+from jaxunlearn.modeling.model import forward_logits
+from jaxunlearn.objectives.nll import token_logprobs
+
+GenerateFn = Callable[..., np.ndarray]
+Record = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """How questions are asked and answers scored (every field overridable in configs)."""
+
+    batch_size: int = 8
+    classification_tokens: int = 4     # MLLMU-Bench: the first character decides
+    generation_tokens: int = 50
+    cloze_tokens: int = 16
+    likelihood: bool = True            # also report option scoring by likelihood
+    likelihood_target: str = "text"    # "text": option text; "letter": the option letter
+    system_prompt: str | None = None   # e.g. templates.PROMPTING_SYSTEM
+    few_shot: tuple[tuple[str, str], ...] = ()  # (user, answer) text turns before a question
+    max_questions: int | None = None   # per (set, task, modality); None = all
+    judge_metrics: tuple[str, ...] = ("factuality",)
+    bucket_size: int | None = None     # prompt length buckets; None = the pipeline's
+    progress: bool = False
+
+    def pipeline(self, pipe: PipelineConfig) -> PipelineConfig:
+        """``pipe`` with this config's length buckets (fewer buckets, fewer compilations)."""
+        if self.bucket_size is None:
+            return pipe
+        return dataclasses.replace(pipe, bucket_size=self.bucket_size)
+
+    def prompt_kw(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`templates.format_prompt`."""
+        kw: dict[str, Any] = {}
+        if self.system_prompt:
+            kw["system"] = self.system_prompt
+        if self.few_shot:
+            kw["few_shot"] = tuple(tuple(t) for t in self.few_shot)
+        return kw
+
+    def max_tokens(self, kind: str) -> int:
+        return {"classification": self.classification_tokens,
+                "generation": self.generation_tokens, "cloze": self.cloze_tokens}[kind]
+
+
+@dataclasses.dataclass
+class TaskResult:
+    """Result records and per-question predictions of one task run."""
+
+    records: list[Record]
+    predictions: list[dict]
+
+    def __iadd__(self, other: "TaskResult") -> "TaskResult":
+        self.records += other.records
+        self.predictions += other.predictions
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class Tag:
+    """Where a task's records go: method, set, modality, and optional protocol/step."""
+
+    method: str = "vanilla"
+    set: str = "forget"
+    modality: str = "multi"
+    protocol: str | None = None
+    step: int | None = None
+
+    def record(self, task: str, metric: str, value: float | None, n: int) -> list[Record]:
+        """A one-record list, or [] when there is no value (no questions)."""
+        if value is None:
+            return []
+        return [make_record(self.method, self.set, task, self.modality, metric, value, n,
+                            protocol=self.protocol, step=self.step)]
+
+
+def few_shot_examples(profiles: Sequence[Profile], kind: str, k: int,
+                      which: str = "eval") -> tuple[tuple[str, str], ...]:
+    """``k`` text-only demonstrations (user text, answer) of ``kind`` from ``profiles``.
+
+    Use profiles outside the evaluated sets (MLLMU-Bench uses fixed demonstrations).
+    """
+    out: list[tuple[str, str]] = []
+    for p in profiles:
+        for q in p.questions(which, kind, "text"):
+            if len(out) == k:
+                return tuple(out)
+            out.append((T.task_text(q), q.answer))
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------ batching
+
+def _encode(records: Sequence[Record], tokenizer: Any, pipe: PipelineConfig) -> list[dict]:
+    return [encode_record(r, tokenizer, pipe) for r in records]
+
+
+def _batches(examples: Sequence[dict], pipe: PipelineConfig, batch_size: int,
+             pad_id: int) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+    """(example indices, left-padded batch) grouped by length bucket, fixed batch size."""
+    buckets = pipe.buckets()
+    groups: dict[int, list[int]] = {}
+    for i, e in enumerate(examples):
+        groups.setdefault(bucket_length(len(e["input_ids"]), buckets), []).append(i)
+    for length in sorted(groups):
+        idx = groups[length]
+        for start in range(0, len(idx), batch_size):
+            chunk = idx[start:start + batch_size]
+            rows = chunk + [chunk[-1]] * (batch_size - len(chunk))
+            ids = np.full((batch_size, length), pad_id, np.int32)
+            attn = np.zeros((batch_size, length), np.int32)
+            loss = np.zeros((batch_size, length), np.float32)
+            for r, i in enumerate(rows):
+                e = examples[i]
+                n = len(e["input_ids"])
+                ids[r, length - n:], attn[r, length - n:] = e["input_ids"], 1
+                if r < len(chunk):
+                    loss[r, length - n:] = e["loss_mask"]
+            batch = {"input_ids": ids, "attention_mask": attn, "loss_mask": loss}
+            if "pixel_values" in examples[rows[0]]:
+                batch["pixel_values"] = np.stack(
+                    [examples[i]["pixel_values"] for i in rows]).astype(np.float32)
+            yield chunk, batch
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pid = tokenizer.pad_token_id
+    return int(tokenizer.eos_token_id if pid is None else pid)
+
+
+def decode_answers(tokenizer: Any, tokens: np.ndarray, eos_id: int | None) -> list[str]:
+    """New tokens [B, n] -> stripped strings, cut at the first EOS, special tokens skipped."""
+    rows = []
+    for row in np.asarray(tokens).tolist():
+        if eos_id is not None and eos_id in row:
+            row = row[:row.index(eos_id)]
+        rows.append(row)
+    return [s.strip() for s in tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
+
+def generate_answers(model: Any, tokenizer: Any, records: Sequence[Record],
+                     pipe: PipelineConfig, *, max_new_tokens: int, batch_size: int = 8,
+                     generate_fn: GenerateFn | None = None,
+                     progress: bool = False) -> list[str]:
+    """Greedy answers to ``records`` (prompts of one modality or mixed), in record order."""
+    if generate_fn is None:
+        from jaxunlearn.modeling.generate import generate as generate_fn
+    if not records:
+        return []
+    prompts = [{**r, "answer": None} for r in records]
+    eos = T.end_token_id(tokenizer, pipe.family)
+    pad = _pad_id(tokenizer)
+    answers: list[str | None] = [None] * len(records)
+    for part in _by_modality(prompts):
+        examples = _encode([prompts[i] for i in part], tokenizer, pipe)
+        for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad), progress,
+                                      len(examples) // batch_size + 1, "generate"):
+            out = generate_fn(model, batch["input_ids"], batch["attention_mask"],
+                              batch.get("pixel_values"), max_new_tokens=max_new_tokens,
+                              eos_token_id=eos, pad_token_id=pad)
+            texts = decode_answers(tokenizer, np.asarray(out)[:len(chunk)], eos)
+            for i, text in zip(chunk, texts):
+                answers[part[i]] = text
+    return [a if a is not None else "" for a in answers]
+
+
+def _by_modality(records: Sequence[Record]) -> list[list[int]]:
+    multi = [i for i, r in enumerate(records) if r["image"] is not None]
+    text = [i for i, r in enumerate(records) if r["image"] is None]
+    return [p for p in (multi, text) if p]
+
+
+def _progress(it, enabled: bool, total: int, desc: str):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+    return tqdm(it, total=total, desc=desc, unit="batch")
+
+
+# ------------------------------------------------------------------------ likelihood
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "dtype"))
+def _answer_logprob(graphdef, params, inputs, loss_mask, dtype=None):
+    """(sum of answer-token log-probs [B], answer-token count [B])."""
+    logits = forward_logits(graphdef, params, inputs, dtype=dtype)
+    lp = token_logprobs(logits, inputs["input_ids"])
+    w = loss_mask[:, 1:].astype(jnp.float32)
+    return jnp.sum(lp * w, axis=-1), jnp.sum(w, axis=-1)
+
+
+def answer_logprobs(model: Any, tokenizer: Any, records: Sequence[Record],
+                    pipe: PipelineConfig, *, batch_size: int = 8, include_end: bool = True,
+                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per record: (sum log p(answer | prompt), number of answer tokens), one forward per batch.
+
+    ``include_end=False`` leaves the end-of-answer token out of the sum.
+    """
+    if not records:
+        return np.zeros(0), np.zeros(0)
+    logp = np.zeros(len(records))
+    count = np.zeros(len(records))
+    pad = _pad_id(tokenizer)
+    for part in _by_modality(records):
+        examples = _encode([records[i] for i in part], tokenizer, pipe)
+        if not include_end:
+            for e in examples:
+                e["loss_mask"] = e["loss_mask"].copy()
+                e["loss_mask"][-1] = 0.0
+        for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad), progress,
+                                      len(examples) // batch_size + 1, "score"):
+            inputs = model.host_inputs(batch["input_ids"], batch["attention_mask"],
+                                       batch.get("pixel_values"))
+            s, n = _answer_logprob(model.graphdef, model.params, inputs,
+                                   jnp.asarray(batch["loss_mask"]), dtype=model.compute_dtype)
+            s, n = np.asarray(s), np.asarray(n)
+            for r, i in enumerate(chunk):
+                logp[part[i]], count[part[i]] = s[r], n[r]
+    return logp, count
+
+
+def mean_answer_nll(model: Any, tokenizer: Any, records: Sequence[Record],
+                    pipe: PipelineConfig, *, batch_size: int = 8) -> tuple[float | None, int]:
+    """Mean NLL over all answer tokens of ``records`` (token-weighted) and the token count."""
+    logp, count = answer_logprobs(model, tokenizer, records, pipe, batch_size=batch_size)
+    total = int(count.sum())
+    return (float(-logp.sum() / total) if total else None), total
+
+
+# ------------------------------------------------------------------------ questions
+
+def _questions(profiles: Sequence[Profile], pipe: PipelineConfig, kind: str, modality: str,
+               which: str, cfg: EvalConfig) -> tuple[list[Record], list[Question]]:
+    records = question_records(profiles, pipe.family, which, kind, modality, **cfg.prompt_kw())
+    qs = [q for p in profiles for q in p.questions(which, kind, modality)]
+    if cfg.max_questions is not None:
+        records, qs = records[:cfg.max_questions], qs[:cfg.max_questions]
+    return records, qs
+
+
+def _prediction(rec: Record, q: Question | None, answer: str, **scores: Any) -> dict:
+    return {"profile_id": rec["profile_id"], "kind": rec["kind"], "modality": rec["modality"],
+            "question": q.question if q is not None else rec["prompt"],
+            "reference": q.answer if q is not None else rec["answer"],
+            "prediction": answer, **scores}
+
+
+def run_classification(model: Any, tokenizer: Any, profiles: Sequence[Profile],
+                       pipe: PipelineConfig, tag: Tag, *, which: str = "eval",
+                       cfg: EvalConfig = EvalConfig(),
+                       generate_fn: GenerateFn | None = None) -> TaskResult:
+    """Classification by generated letter (MLLMU-Bench rule, :func:`metrics.letter_of`).
+
+    Records: ``accuracy`` and ``no_letter`` (share of answers without a valid letter).
+    """
+    pipe = cfg.pipeline(pipe)
+    records, qs = _questions(profiles, pipe, "classification", tag.modality, which, cfg)
+    answers = generate_answers(model, tokenizer, records, pipe,
+                               max_new_tokens=cfg.classification_tokens,
+                               batch_size=cfg.batch_size, generate_fn=generate_fn,
+                               progress=cfg.progress)
+    letters = [M.letter_of(a) for a in answers]
+    correct = [ltr == q.answer for ltr, q in zip(letters, qs)]
+    preds = [_prediction(r, q, a, letter=ltr, correct=c)
+             for r, q, a, ltr, c in zip(records, qs, answers, letters, correct)]
+    n = len(qs)
+    out = tag.record("classification", "accuracy", M.accuracy(correct), n)
+    out += tag.record("classification", "no_letter", M.accuracy([x is None for x in letters]), n)
+    return TaskResult(out, preds)
+
+
+def option_records(records: Sequence[Record], qs: Sequence[Question],
+                   target: str = "text") -> list[Record]:
+    """Four scoring records per question: the prompt followed by each option (letter or text)."""
+    if target not in ("text", "letter"):
+        raise ValueError(f"likelihood_target must be 'text' or 'letter', got {target!r}")
+    out = []
+    for r, q in zip(records, qs):
+        for letter, option in zip(LETTERS, q.options):
+            out.append({**r, "answer": option if target == "text" else letter})
+    return out
+
+
+def run_likelihood_classification(model: Any, tokenizer: Any, profiles: Sequence[Profile],
+                                  pipe: PipelineConfig, tag: Tag, *, which: str = "eval",
+                                  cfg: EvalConfig = EvalConfig()) -> TaskResult:
+    """Classification by option likelihood: argmax over options of sum log p(option | prompt).
+
+    No generation: one forward per batch of (question, option) rows. ``cfg.likelihood_target``
+    scores the option text (default) or its letter; the end token is not counted.
+    Record: ``likelihood_accuracy`` (task ``classification``).
+    """
+    pipe = cfg.pipeline(pipe)
+    records, qs = _questions(profiles, pipe, "classification", tag.modality, which, cfg)
+    rows = option_records(records, qs, cfg.likelihood_target)
+    logp, _ = answer_logprobs(model, tokenizer, rows, pipe, batch_size=cfg.batch_size,
+                              include_end=False, progress=cfg.progress)
+    scores = logp.reshape(len(qs), len(LETTERS)) if qs else np.zeros((0, len(LETTERS)))
+    choice = M.option_likelihood_choice(scores) if qs else np.zeros(0, int)
+    correct = [LETTERS[int(c)] == q.answer for c, q in zip(choice, qs)]
+    preds = [_prediction(r, q, LETTERS[int(c)], option_logps=s.tolist(), correct=ok)
+             for r, q, c, s, ok in zip(records, qs, choice, scores, correct)]
+    out = tag.record("classification", "likelihood_accuracy", M.accuracy(correct), len(qs))
+    return TaskResult(out, preds)
+
+
+def score_free_answers(answers: Sequence[str], references: Sequence[str],
+                       questions: Sequence[str], tag: Tag, task: str, *,
+                       judge: Any = None,
+                       judge_metrics: Sequence[str] = ("factuality",)) -> tuple[list[Record],
+                                                                               list[dict]]:
+    """ROUGE-1/2/L, degeneration (always) and judge scores (when a judge is set).
+
+    Returns (records, per-item score dicts). Judge scores that could not be parsed are left
+    out of the mean; the record's ``n`` counts the scored items.
+    """
+    rouge = M.rouge_scores(answers, references)
+    deg = M.degeneration(answers)
+    n = len(answers)
+    recs: list[Record] = []
+    for t in M.ROUGE_TYPES:
+        recs += tag.record(task, t, rouge["mean"][t], n)
+    recs += tag.record(task, "degeneration", deg["degeneration"], n)
+    items: list[dict] = [{t: rouge["per_item"][t][i] for t in M.ROUGE_TYPES}
+                         | {"degenerate": deg["flags"][i]["degenerate"]} for i in range(n)]
+    if judge is not None:
+        for metric in judge_metrics:
+            results = judge.score_many(metric, zip(questions, references, answers))
+            for item, res in zip(items, results):
+                item[metric] = res.score
+            valid = [r.score for r in results if r.score is not None]
+            recs += tag.record(task, metric, float(np.mean(valid)) if valid else None,
+                               len(valid))
+    return recs, items
+
+
+def run_generation(model: Any, tokenizer: Any, profiles: Sequence[Profile],
+                   pipe: PipelineConfig, tag: Tag, *, which: str = "eval",
+                   cfg: EvalConfig = EvalConfig(), judge: Any = None,
+                   generate_fn: GenerateFn | None = None) -> TaskResult:
+    """Free generation (``cfg.generation_tokens`` new tokens) scored by ROUGE (stemmer on).
+
+    Records: ``rouge1``, ``rouge2``, ``rougeL`` (F-measure), ``degeneration``, and the
+    judge's ``cfg.judge_metrics`` when ``judge`` is set.
+    """
+    pipe = cfg.pipeline(pipe)
+    records, qs = _questions(profiles, pipe, "generation", tag.modality, which, cfg)
+    answers = generate_answers(model, tokenizer, records, pipe,
+                               max_new_tokens=cfg.generation_tokens, batch_size=cfg.batch_size,
+                               generate_fn=generate_fn, progress=cfg.progress)
+    recs, items = score_free_answers(answers, [q.answer for q in qs], [q.question for q in qs],
+                                     tag, "generation", judge=judge,
+                                     judge_metrics=cfg.judge_metrics)
+    preds = [_prediction(r, q, a, **it) for r, q, a, it in zip(records, qs, answers, items)]
+    return TaskResult(recs, preds)
+
+
+def run_cloze(model: Any, tokenizer: Any, profiles: Sequence[Profile], pipe: PipelineConfig,
+              tag: Tag, *, which: str = "eval", cfg: EvalConfig = EvalConfig(),
+              generate_fn: GenerateFn | None = None) -> TaskResult:
+    """Cloze: correct when the lower-cased reference is a substring of the answer.
+
+    Records: ``accuracy`` and ``degeneration``.
+    """
+    pipe = cfg.pipeline(pipe)
+    records, qs = _questions(profiles, pipe, "cloze", tag.modality, which, cfg)
+    answers = generate_answers(model, tokenizer, records, pipe, max_new_tokens=cfg.cloze_tokens,
+                               batch_size=cfg.batch_size, generate_fn=generate_fn,
+                               progress=cfg.progress)
+    correct = [M.cloze_correct(a, q.answer) for a, q in zip(answers, qs)]
+    deg = M.degeneration(answers)
+    preds = [_prediction(r, q, a, correct=c) for r, q, a, c in zip(records, qs, answers, correct)]
+    out = tag.record("cloze", "accuracy", M.accuracy(correct), len(qs))
+    out += tag.record("cloze", "degeneration", deg["degeneration"], len(qs))
+    return TaskResult(out, preds)
+
+
+def run_qa_generation(model: Any, tokenizer: Any, profiles: Sequence[Profile],
+                      pipe: PipelineConfig, tag: Tag, task: str, *, source: str = "train",
+                      cfg: EvalConfig = EvalConfig(), judge: Any = None,
+                      generate_fn: GenerateFn | None = None) -> TaskResult:
+    """Generation on QA pairs (``source='train'`` or ``'understanding'``) of one modality.
+
+    Used by S-MLLMUn (image / text memory on training QA, image understanding).
+    """
+    pipe = cfg.pipeline(pipe)
+    records = qa_records(profiles, pipe.family, source, tag.modality, **cfg.prompt_kw())
+    pairs = [qa for p in profiles
+             for qa in (p.train_qa if source == "train" else p.understanding_qa)
+             if qa.modality == tag.modality]
+    if cfg.max_questions is not None:
+        records, pairs = records[:cfg.max_questions], pairs[:cfg.max_questions]
+    answers = generate_answers(model, tokenizer, records, pipe,
+                               max_new_tokens=cfg.generation_tokens, batch_size=cfg.batch_size,
+                               generate_fn=generate_fn, progress=cfg.progress)
+    recs, items = score_free_answers(answers, [qa.answer for qa in pairs],
+                                     [qa.question for qa in pairs], tag, task, judge=judge,
+                                     judge_metrics=cfg.judge_metrics)
+    preds = [{"profile_id": r["profile_id"], "kind": task, "modality": r["modality"],
+              "question": qa.question, "reference": qa.answer, "prediction": a, **it}
+             for r, qa, a, it in zip(records, pairs, answers, items)]
+    return TaskResult(recs, preds)
+
+
+def run_nll(model: Any, tokenizer: Any, profiles: Sequence[Profile], pipe: PipelineConfig,
+            tag: Tag, *, cfg: EvalConfig = EvalConfig()) -> TaskResult:
+    """Mean answer-token NLL on the profiles' training QA: record (task ``qa``, metric ``nll``)."""
+    records = qa_records(profiles, pipe.family, "train", tag.modality)
+    nll, n = mean_answer_nll(model, tokenizer, records, cfg.pipeline(pipe),
+                             batch_size=cfg.batch_size)
+    return TaskResult(tag.record("qa", "nll", nll, n), [])
+
+
+TASK_RUNNERS: dict[str, Callable[..., TaskResult]] = {
+    "classification": run_classification,
+    "generation": run_generation,
+    "cloze": run_cloze,
+}
+
+
+def run_task(kind: str, model: Any, tokenizer: Any, profiles: Sequence[Profile],
+             pipe: PipelineConfig, tag: Tag, *, which: str = "eval",
+             cfg: EvalConfig = EvalConfig(), judge: Any = None,
+             generate_fn: GenerateFn | None = None) -> TaskResult:
+    """One task by name (``classification`` also runs likelihood scoring if enabled)."""
+    if kind not in TASK_RUNNERS:
+        raise ValueError(f"unknown task {kind!r}; choose from {sorted(TASK_RUNNERS)}")
+    kw: dict[str, Any] = {"which": which, "cfg": cfg, "generate_fn": generate_fn}
+    if kind == "generation":
+        kw["judge"] = judge
+    result = TASK_RUNNERS[kind](model, tokenizer, profiles, pipe, tag, **kw)
+    if kind == "classification" and cfg.likelihood:
+        result += run_likelihood_classification(model, tokenizer, profiles, pipe, tag,
+                                                which=which, cfg=cfg)
+    return result
