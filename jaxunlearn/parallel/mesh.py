@@ -31,15 +31,23 @@ RULES: dict[str, str | None] = {
 
 
 def maybe_initialize_distributed() -> bool:
-    """Call `jax.distributed.initialize()` when a multi-host launcher set the environment
-    (JAX_COORDINATOR_ADDRESS / SLURM / TPU pod / Kubernetes indexed Job). Returns True if it did."""
-    multi = (os.environ.get("JAX_COORDINATOR_ADDRESS")
-             or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-             or os.environ.get("JAXUNLEARN_MULTIHOST") == "1")
-    if not multi:
-        return False
-    jax.distributed.initialize()
-    return True
+    """Call `jax.distributed.initialize()` when a multi-host launcher set the environment.
+
+    - `JAX_COORDINATOR_ADDRESS` (+ `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`): explicit (k8s).
+    - `JAXUNLEARN_MULTIHOST=1` or SLURM with several tasks: JAX's cluster auto-detection
+      (SLURM variables, TPU pod metadata).
+    Returns True if it initialised."""
+    addr = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if addr:
+        jax.distributed.initialize(coordinator_address=addr,
+                                   num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                                   process_id=int(os.environ["JAX_PROCESS_ID"]))
+        return True
+    if (os.environ.get("JAXUNLEARN_MULTIHOST") == "1"
+            or int(os.environ.get("SLURM_NTASKS", "1")) > 1):
+        jax.distributed.initialize()
+        return True
+    return False
 
 
 def mesh_shape(sizes: Mapping[str, int], n_devices: int) -> tuple[int, int, int]:

@@ -1,0 +1,49 @@
+"""Launchers: dry runs print the command and environment each host gets."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxunlearn.launch import format_plan, launch_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_k8s_plan_gives_each_pod_its_id_and_the_coordinator():
+    plan = launch_plan("k8s", 3, ["unlearn", "--method", "ga"])
+    assert [p["env"]["JAX_PROCESS_ID"] for p in plan] == ["0", "1", "2"]
+    assert {p["env"]["JAX_COORDINATOR_ADDRESS"] for p in plan} == {"jaxunlearn-0.jaxunlearn:1234"}
+    assert all(p["env"]["JAX_NUM_PROCESSES"] == "3" for p in plan)
+    assert plan[0]["command"] == "jaxunlearn unlearn --method ga"
+
+
+def test_slurm_and_tpu_plans():
+    slurm = launch_plan("slurm", 2, ["finetune"])
+    assert slurm[1]["command"].startswith("srun --nodes=2 --ntasks-per-node=1 jaxunlearn finetune")
+    tpu = launch_plan("tpu", 4, ["demo"], tpu_name="pod", zone="z")
+    assert len(tpu) == 4 and "--worker=all" in tpu[0]["command"]
+    assert "JAXUNLEARN_MULTIHOST=1 jaxunlearn demo" in tpu[0]["command"]
+    assert "host 3:" in format_plan(tpu)
+
+
+def test_bad_launch_requests():
+    with pytest.raises(ValueError, match="unknown launcher 'mpi'"):
+        launch_plan("mpi", 2, [])
+    with pytest.raises(ValueError, match="local launcher runs one process"):
+        launch_plan("local", 2, [])
+
+
+@pytest.mark.parametrize("script,env,expect", [
+    ("launch/local.sh", {}, "host 0: JAXUNLEARN_MULTIHOST=0 jaxunlearn demo --quick"),
+    ("launch/slurm.sbatch", {"NODES": "2"}, "host 1: JAXUNLEARN_MULTIHOST=1 SLURM_NTASKS=2"),
+    ("launch/tpu_pod.sh", {"WORKERS": "2"}, "--worker=all"),
+])
+def test_scripts_dry_run(script, env, expect):
+    out = subprocess.run(["bash", str(ROOT / script), "demo", "--quick"], capture_output=True,
+                         text=True, env={**os.environ, "DRY_RUN": "1", **env,
+                                         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+                         timeout=60, check=True)
+    assert expect in out.stdout
