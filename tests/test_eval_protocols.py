@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -21,7 +22,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 CALLS: list[list[str]] = []
 
 
-@base.register("_test_noise", {"scale": 0.05, "subset": "llm", "seed": 0}, needs_retain=True)
+@base.register("test_noise", {"scale": 0.05, "subset": "llm", "seed": 0}, needs_retain=True)
 def _test_noise(model, data, cfg):
     """Test-only 'unlearning': Gaussian noise on the chosen subset (cheap, no compilation)."""
     CALLS.append([p.id for p in data.forget])
@@ -44,8 +45,8 @@ def _only_test_method(monkeypatch):
 
 def test_sequential_k3_reports_k_plus_1_rows(tiny_vanilla, tmp_path):
     model, tok, bench, pipe = tiny_vanilla
-    recs = P.pulse_sequential(model, tok, bench, pipe, "_test_noise", k=3, cfg=FAST,
-                              max_profiles=2, out_dir=tmp_path)
+    recs = P.pulse_sequential(model, tok, bench, pipe, "test_noise", k=3, cfg=FAST,
+                              max_profiles=1, out_dir=tmp_path)
     parts = [bench.split(f"pulse_seq_{i}") for i in range(1, 6)]
     pool = [p.id for part in parts for p in part]
     assert [c for call in CALLS for c in call] == pool and len(CALLS) == 3
@@ -75,11 +76,12 @@ def test_sequential_k3_reports_k_plus_1_rows(tiny_vanilla, tmp_path):
 
 def test_relearning_reports_epochs_and_gain(tiny_vanilla, tmp_path):
     model, tok, bench, pipe = tiny_vanilla
+    pipe = dataclasses.replace(pipe, bucket_size=128)  # one training shape per modality
     forget = bench.split("forget_10")
-    unlearned, _ = P.unlearn("_test_noise", model, tok, pipe, forget, bench.split("retain_90"),
+    unlearned, _ = P.unlearn("test_noise", model, tok, pipe, forget, bench.split("retain_90"),
                              overrides={"scale": 0.1})
     recs, relearned = P.relearning_attack(
-        unlearned, tok, forget, pipe, method="_test_noise", fraction=0.5, epochs=2,
+        unlearned, tok, forget, pipe, method="test_noise", fraction=0.5, epochs=2,
         train_cfg=TrainConfig(lr=3e-3, schedule="constant"), cfg=FAST, out_dir=tmp_path)
     for mod in ("multi", "text"):
         for metric in ("accuracy", "likelihood_accuracy"):
@@ -97,32 +99,32 @@ def test_relearning_reports_epochs_and_gain(tiny_vanilla, tmp_path):
     assert "AG multi" in md and "| Epoch |" in md
     data = P.R.plot_relearning(recs, tmp_path / "check.png", modality="text",
                                metric="likelihood_accuracy")
-    assert data["_test_noise"]["x"] == [0, 1, 2]
+    assert data["test_noise"]["x"] == [0, 1, 2]
     assert (tmp_path / "relearn_multi_accuracy.png").read_bytes()[:8] == PNG
     assert json.loads((tmp_path / "report.json").read_text())["config"]["epochs"] == 2
 
 
 def test_mllmu_and_update_target_protocols(tiny_vanilla, tmp_path):
     model, tok, bench, pipe = tiny_vanilla
-    recs = P.mllmu_protocol(model, tok, bench, pipe, "_test_noise", forget_splits=("forget_5",),
+    recs = P.mllmu_protocol(model, tok, bench, pipe, "test_noise", forget_splits=("forget_5",),
                             tasks=("classification",), cfg=FAST, max_profiles=1,
                             out_dir=tmp_path / "mllmu")
     assert {r["protocol"] for r in recs} == {"mllmu/forget_5"}
     assert {r["set"] for r in recs} == {"forget", "test", "retain", "celebrity"}
-    assert {r["method"] for r in recs} == {"vanilla", "_test_noise"}
+    assert {r["method"] for r in recs} == {"vanilla", "test_noise"}
     md = (tmp_path / "mllmu" / "report.md").read_text()
-    assert "## forget_5" in md and "| _test_noise |" in md
+    assert "## forget_5" in md and "| test_noise |" in md
     assert (tmp_path / "mllmu" / "tradeoff_forget_5.png").read_bytes()[:8] == PNG
-    recs = P.update_target_sweep(model, tok, bench, pipe, "_test_noise",
+    recs = P.update_target_sweep(model, tok, bench, pipe, "test_noise",
                                  targets=("llm", "vision"), tasks=("classification",),
                                  cfg=FAST, max_profiles=1, out_dir=tmp_path / "ut")
-    assert {r["method"] for r in recs} == {"vanilla", "_test_noise[llm]", "_test_noise[vision]"}
+    assert {r["method"] for r in recs} == {"vanilla", "test_noise[llm]", "test_noise[vision]"}
     assert (tmp_path / "ut" / "modality_forget.png").read_bytes()[:8] == PNG
 
 
 def test_smllmun_and_pulse_pretrained(tiny_vanilla, tmp_path):
     model, tok, bench, pipe = tiny_vanilla
-    recs = P.smllmun_protocol(model, tok, bench, pipe, "_test_noise", forget_split="forget_5",
+    recs = P.smllmun_protocol(model, tok, bench, pipe, "test_noise", forget_split="forget_5",
                               cfg=FAST, max_profiles=1, out_dir=tmp_path / "s")
     tasks = {(r["task"], r["metric"]) for r in recs}
     for t in ("image_memory", "text_memory", "image_understanding"):
@@ -135,5 +137,5 @@ def test_smllmun_and_pulse_pretrained(tiny_vanilla, tmp_path):
                                          cfg=FAST)
     assert len(known) == 4 and set(acc) == {p.id for p in bench.profiles[:4]}
     with pytest.raises(ValueError, match="lower threshold"):
-        P.pulse_pretrained(model, tok, bench, pipe, "_test_noise", threshold=1.01,
+        P.pulse_pretrained(model, tok, bench, pipe, "test_noise", threshold=1.01,
                            candidates=bench.profiles[:2], cfg=FAST)

@@ -17,7 +17,6 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 import time  # noqa: E402
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -28,7 +27,9 @@ from jaxunlearn.objectives.refusals import with_refusals  # noqa: E402
 from jaxunlearn.train import subsets  # noqa: E402
 
 FAST = {"max_steps": 3, "lr": 1e-3, "batch_size": 4, "progress": False}
+MMU = {**FAST, "ascent_every": 2, "max_steps": 6, "lr": 3e-3}
 TIMES: dict[str, float] = {}
+RESULTS: dict[str, object] = {}
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +122,8 @@ def test_prompting_returns_params_and_system_prompt(world):
 
 def test_vkd_trains_vision_only(world):
     model, data = world
-    cfg = {**FAST, "prune_fraction": 0.05, "max_steps": 3, "lr": 3e-3}
-    forget = common.records(data, "forget", {**common.COMMON_DEFAULTS, **cfg})
+    cfg = {**FAST, "prune_fraction": 0.05, "max_steps": 3, "lr": 1e-2}
+    forget = data.records("forget", "multi")  # VKD forgets the visual knowledge (VQA)
     before = mean_nll(model, data, forget)
     new, report, art = run_timed("vkd", "vkd", model, data, cfg)
     assert report["pruned"] > 0 and 0.0 < report["mask_fraction"] < 1.0
@@ -138,10 +139,10 @@ def test_vkd_trains_vision_only(world):
 
 def test_mmunlearner_masked_ascent(world):
     model, data = world
-    cfg = {**FAST, "ascent_every": 2, "max_steps": 6, "lr": 3e-3}
-    forget = common.records(data, "forget", {**common.COMMON_DEFAULTS, **cfg, "modality": "multi"})
+    forget = data.records("forget", "multi")
     before = mean_nll(model, data, forget)
-    new, report, art = run_timed("mmunlearner", "mmunlearner", model, data, cfg)
+    new, report, art = run_timed("mmunlearner", "mmunlearner", model, data, MMU)
+    RESULTS["mmunlearner"] = new
     assert report["phases"] == ["descent", "descent", "ascent"] * 2
     mask = art["saliency_mask"]
     assert any(k.startswith("vision_tower") for k in mask)
@@ -151,20 +152,19 @@ def test_mmunlearner_masked_ascent(world):
 
 
 def test_saliency_mask_gates_the_forget_gradient(world):
-    """Mask 0 == no forget term at all (only the retain update); mask 1 differs."""
+    """Mask 0 == no forget term at all (only the retain update); the Fisher mask differs."""
     model, data = world
-    cfg = {**FAST, "ascent_every": 1, "max_steps": 4, "subset": "projector+llm"}
-    zeros = run_method("mmunlearner", model, data, {**cfg, "saliency": "zeros"})[0]
+    zeros = run_method("mmunlearner", model, data, {**MMU, "saliency": "zeros"})[0]
     no_forget = run_method("mmunlearner", model, data,
-                           {**cfg, "saliency": "ones", "forget_weight": 0.0})[0]
-    ones = run_method("mmunlearner", model, data, {**cfg, "saliency": "ones"})[0]
-    diff_zero = max(float(np.max(np.abs(np.asarray(zeros.params[k]) -
-                                        np.asarray(no_forget.params[k]))))
-                    for k in model.params)
-    diff_one = max(float(np.max(np.abs(np.asarray(ones.params[k]) -
-                                       np.asarray(no_forget.params[k]))))
+                           {**MMU, "saliency": "ones", "forget_weight": 0.0})[0]
+
+    def max_diff(a, b):
+        return max(float(np.max(np.abs(np.asarray(a.params[k]) - np.asarray(b.params[k]))))
                    for k in model.params)
-    assert diff_zero < 1e-6 and diff_one > 1e-4
+
+    assert max_diff(zeros, no_forget) < 1e-7
+    masked = RESULTS.get("mmunlearner") or run_method("mmunlearner", model, data, MMU)[0]
+    assert max_diff(masked, no_forget) > 1e-4
 
 
 def test_run_sequential_keeps_one_model(world):
@@ -201,4 +201,3 @@ def test_bad_configs_are_clear_errors(world):
         run_method("grad_diff", model, data, {**FAST, "schedule": "zigzag"})
     assert {"ga", "grad_diff", "kl_min", "ga_klr", "npo", "idk", "prompting", "vkd",
             "mmunlearner"} <= set(available())
-    jax.clear_caches()

@@ -100,15 +100,14 @@ def test_stats_match_hf_hooks(world, modality):
     results = neuron_stats_multi(model, [batch], variants, progress=False)
     for (site, scope, _), ours in zip(variants, results):
         w = scopes[scope]
-        if True:
-            assert_stats_close(ours["language"], reference(acts[("language", site)], w, TAU))
-            if modality == "multi":
-                ref_v = reference(acts[("vision", site)], batch["example_mask"], TAU)
-                assert_stats_close(ours["vision"], ref_v)
-            else:
-                assert not ours["vision"]["n"].any() and not ours["vision"]["S2"].any()
-            if scope == "image" and modality == "text":
-                assert not ours["language"]["n"].any()
+        assert_stats_close(ours["language"], reference(acts[("language", site)], w, TAU))
+        if modality == "multi":
+            ref_v = reference(acts[("vision", site)], batch["example_mask"], TAU)
+            assert_stats_close(ours["vision"], ref_v)
+        else:
+            assert not ours["vision"]["n"].any() and not ours["vision"]["S2"].any()
+        if scope == "image" and modality == "text":
+            assert not ours["language"]["n"].any()
 
 
 def test_mesh_and_accumulation_match_single_batch(world):

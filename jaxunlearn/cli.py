@@ -1,0 +1,199 @@
+"""`jaxunlearn <command>`: one entry point for data, training, unlearning, evaluation,
+protocols, pruning masks, conversion, reports and benchmarks.
+
+Commands that run an experiment take `--config FILE` plus dotted overrides
+(`train.lr=1e-5 method.options.beta=0.4`); unknown keys are rejected with the closest valid
+name. Errors print one line (`error: ...`) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+# ----------------------------------------------------------------------------- handlers
+
+def cmd_demo(a) -> int:
+    from jaxunlearn.demo.run import run_demo
+
+    run_demo(a.out, quick=a.quick, fresh=a.fresh)
+    return 0
+
+
+def cmd_data(a) -> int:
+    from jaxunlearn.data.cli_data import show_main, synth_main
+
+    if a.data_cmd == "synth":
+        synth_main(a.out, seed=a.seed, n_profiles=a.profiles, n_celebrities=a.celebrities,
+                   image_size=a.image_size)
+        print(f"wrote synthetic benchmark to {a.out}")
+    else:
+        show_main(a.dir)
+    return 0
+
+
+def _cfg(a):
+    from jaxunlearn.config import load_config
+
+    return load_config(a.config, a.overrides)
+
+
+def cmd_finetune(a) -> int:
+    from jaxunlearn.commands import finetune_command
+
+    finetune_command(_cfg(a))
+    return 0
+
+
+def cmd_unlearn(a) -> int:
+    from jaxunlearn.commands import unlearn_command
+
+    cfg = _cfg(a)
+    if a.method:
+        cfg["method"]["name"] = a.method
+    unlearn_command(cfg, model_dir=a.model)
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from jaxunlearn.commands import evaluate_command
+
+    evaluate_command(_cfg(a), model_dir=a.model, name=a.name)
+    return 0
+
+
+def cmd_protocol(a) -> int:
+    from jaxunlearn.commands import protocol_command
+
+    protocol_command(a.protocol, _cfg(a), model_dir=a.model)
+    return 0
+
+
+def cmd_prune(a) -> int:
+    from jaxunlearn.methods.prune_io import apply_masks_to_checkpoint
+
+    out = apply_masks_to_checkpoint(a.masks, a.model, a.out)
+    print(f"wrote pruned checkpoint to {out}")
+    return 0
+
+
+def cmd_convert(a) -> int:
+    from jaxunlearn.commands import convert_command
+
+    convert_command(a.direction, a.src, a.out, base=a.base)
+    return 0
+
+
+def cmd_report(a) -> int:
+    from jaxunlearn.eval.report import merge_reports
+
+    for d in a.runs:
+        if not (Path(d) / "report.json").is_file():
+            raise FileNotFoundError(f"{d}/report.json not found; pass run directories")
+    print(merge_reports(a.runs))
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from jaxunlearn.bench.suite import run_bench
+
+    run_bench(plan=a.plan, mesh=a.mesh, only=a.only, batch=a.batch, seq=a.seq)
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="experiment YAML (see configs/README.md)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-5")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="jaxunlearn", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="offline end-to-end demo on a tiny LLaVA")
+    p.add_argument("--out", default="runs/demo", help="output directory (resumable)")
+    p.add_argument("--quick", action="store_true", help="~3-minute version")
+    p.add_argument("--fresh", action="store_true", help="ignore finished stages and redo all")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("data", help="synthetic benchmark and dataset statistics")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    q = dsub.add_parser("synth", help="write the synthetic benchmark (MLLMU-Bench layout)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--profiles", type=int, default=100)
+    q.add_argument("--celebrities", type=int, default=30)
+    q.add_argument("--image-size", type=int, default=64)
+    q = dsub.add_parser("show", help="print a benchmark directory's statistics")
+    q.add_argument("dir")
+    p.set_defaults(fn=cmd_data)
+
+    p = sub.add_parser("finetune", help="vanilla fine-tuning on a benchmark's training QA")
+    _experiment_args(p)
+    p.set_defaults(fn=cmd_finetune)
+
+    p = sub.add_parser("unlearn", help="run one unlearning method")
+    p.add_argument("--method", help="method name (overrides method.name)")
+    p.add_argument("--model", help="HF model directory (overrides model.checkpoint)")
+    _experiment_args(p)
+    p.set_defaults(fn=cmd_unlearn)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on forget / test / retain / celebrity")
+    p.add_argument("--model", help="HF model directory (overrides model.checkpoint)")
+    p.add_argument("--name", default="model", help="row name in the report")
+    _experiment_args(p)
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("protocol", help="evaluation protocols")
+    p.add_argument("protocol", choices=["mllmu", "pulse", "smllmun", "relearn"])
+    p.add_argument("--model", help="HF model directory (overrides model.checkpoint)")
+    _experiment_args(p)
+    p.set_defaults(fn=cmd_protocol)
+
+    p = sub.add_parser("prune", help="neuron masks")
+    psub = p.add_subparsers(dest="prune_cmd", required=True)
+    q = psub.add_parser("apply", help="apply saved masks to a fresh HF checkpoint")
+    q.add_argument("--masks", required=True, help="masks .npz written by manu / pruning")
+    q.add_argument("--model", required=True, help="HF model directory")
+    q.add_argument("--out", required=True, help="output HF directory")
+    p.set_defaults(fn=cmd_prune)
+
+    p = sub.add_parser("convert", help="convert between HF, Flax (orbax) and PEFT")
+    p.add_argument("direction", choices=["hf-to-flax", "flax-to-hf", "peft"])
+    p.add_argument("src", help="source directory")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--base", help="base HF model (peft: the model the adapter belongs to)")
+    p.set_defaults(fn=cmd_convert)
+
+    p = sub.add_parser("report", help="merge run reports into one comparison table")
+    p.add_argument("runs", nargs="+", help="run directories with report.json")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("bench", help="speed vs HF PyTorch, or memory plans (--plan)")
+    p.add_argument("--plan", help="model preset: print compiled per-device train memory")
+    p.add_argument("--mesh", default="data=1,fsdp=1,tensor=1;data=1,fsdp=8,tensor=1",
+                   help="';'-separated meshes for --plan, e.g. 'data=1,fsdp=8,tensor=1'")
+    p.add_argument("--only", default="", help="comma list: generate,train,stats,eval")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=1024)
+    p.set_defaults(fn=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

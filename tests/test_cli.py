@@ -1,0 +1,63 @@
+"""CLI: help everywhere, one-line errors with non-zero exit, conversions."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import jaxunlearn as ju
+from hf_fixtures import llava_batch, save_hf_llava, tiny_llava_config
+from jaxunlearn.cli import build_parser, main
+
+SUBCOMMANDS = [[], ["demo"], ["data"], ["data", "synth"], ["data", "show"], ["finetune"],
+               ["unlearn"], ["evaluate"], ["protocol"], ["prune"], ["prune", "apply"],
+               ["convert"], ["report"], ["bench"]]
+
+
+@pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w) or "top")
+def test_help_exits_zero(words, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(words + ["--help"])
+    assert e.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "jaxunlearn.cli", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "unlearn" in out.stdout
+
+
+def _one_error_line(capsys, argv, pattern):
+    capsys.readouterr()  # drop earlier output
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert pattern in err[0], err[0]
+
+
+def test_bad_config_key(capsys):
+    _one_error_line(capsys, ["unlearn", "train.lrr=1e-5"], "did you mean 'train.lr'")
+
+
+def test_missing_file(capsys, tmp_path):
+    _one_error_line(capsys, ["unlearn", "--config", str(tmp_path / "nope.yaml")], "not found")
+
+
+def test_unknown_method(capsys):
+    _one_error_line(capsys, ["unlearn", "--method", "gradient_ascent"], "unknown method")
+
+
+def test_convert_round_trip(tmp_path, capsys):
+    cfg = tiny_llava_config(text_layers=1, vision_layers=2)
+    save_hf_llava(cfg, tmp_path / "hf")
+    assert main(["convert", "hf-to-flax", str(tmp_path / "hf"), str(tmp_path / "flax")]) == 0
+    assert main(["convert", "flax-to-hf", str(tmp_path / "flax"), str(tmp_path / "back")]) == 0
+    ids, mask, pix = llava_batch(cfg)
+    a = np.asarray(ju.load_pretrained(tmp_path / "hf").logits(ids, mask, pix))
+    b = np.asarray(ju.load_pretrained(tmp_path / "back").logits(ids, mask, pix))
+    np.testing.assert_array_equal(a, b)
+    _one_error_line(capsys, ["convert", "flax-to-hf", str(tmp_path / "hf"), str(tmp_path / "x")],
+                    "not a jaxunlearn Flax directory")
