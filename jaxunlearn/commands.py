@@ -142,3 +142,108 @@ def convert_command(direction: str, src: str, out: str, base: str | None = None)
         raise ValueError(f"unknown conversion {direction!r}")
     print(f"wrote {out_p}")
     return out_p
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+_EVAL_EXTRA = ("sets", "tasks", "modalities", "max_profiles", "judge")
+
+
+def eval_config(cfg: dict):
+    """EvalConfig from the `eval:` section (its non-EvalConfig keys removed)."""
+    from jaxunlearn.eval.tasks import EvalConfig
+
+    return EvalConfig(**{k: v for k, v in cfg["eval"].items() if k not in _EVAL_EXTRA})
+
+
+def judge_from(cfg: dict):
+    from jaxunlearn.eval.judge import Judge
+
+    return Judge.from_env_or_config(cfg["eval"].get("judge") or None)
+
+
+def evaluate_command(cfg: dict, model_dir: str | None = None, name: str = "model") -> Path:
+    """Evaluate one model on the MLLMU-Bench sets of `data.forget_split`."""
+    from jaxunlearn.eval.evaluate import benchmark_sets, evaluate_model
+    from jaxunlearn.eval.protocols import model_fingerprint
+    from jaxunlearn.eval.report import markdown_table, write_run_report
+
+    model = session.load_model(cfg, model_dir)
+    tok = session.load_tokenizer(cfg, model)
+    bench = session.load_benchmark(cfg)
+    pipe = session.pipeline_for(model, cfg)
+    sets = benchmark_sets(bench, cfg["data"]["forget_split"], cfg["data"]["retain_split"],
+                          max_profiles=cfg["eval"]["max_profiles"])
+    unknown = set(cfg["eval"]["sets"]) - set(sets)
+    if unknown:
+        raise ValueError(f"eval.sets names {sorted(unknown)}; available: {sorted(sets)}")
+    sets = {k: v for k, v in sets.items() if k in cfg["eval"]["sets"]}
+    out = _out(cfg)
+    records = evaluate_model(model, tok, None, pipe, sets, tasks=cfg["eval"]["tasks"],
+                             modalities=cfg["eval"]["modalities"], cfg=eval_config(cfg),
+                             judge=judge_from(cfg), method=name)
+    write_run_report(out, cfg, model_fingerprint(model), records)
+    md = markdown_table(records, vanilla=name)
+    (out / "report.md").write_text(md)
+    print(md)
+    return out
+
+
+PULSE_SCENARIOS = ("finetuned", "pretrained", "sequential", "update_target")
+
+
+def protocol_function(name: str, options: dict):
+    """(function, keyword arguments) of a protocol; unknown option keys are errors."""
+    import difflib
+    import inspect
+
+    from jaxunlearn.eval import protocols as P
+
+    options = dict(options)
+    if name == "pulse":
+        scenario = options.pop("scenario", "sequential")
+        if scenario not in PULSE_SCENARIOS:
+            raise ValueError(f"protocol.options.scenario {scenario!r}: use one of "
+                             f"{', '.join(PULSE_SCENARIOS)}")
+        fn = {"finetuned": P.pulse_finetuned, "pretrained": P.pulse_pretrained,
+              "sequential": P.pulse_sequential, "update_target": P.update_target_sweep}[scenario]
+    else:
+        fn = {"mllmu": P.mllmu_protocol, "smllmun": P.smllmun_protocol,
+              "relearn": P.relearning_attack}.get(name)
+        if fn is None:
+            raise ValueError(f"unknown protocol {name!r}; use mllmu, pulse, smllmun or relearn")
+    reserved = {"model", "tokenizer", "benchmark", "pipe", "method", "overrides", "cfg",
+                "judge", "out_dir", "generate_fn", "forget", "train_cfg"}
+    allowed = set(inspect.signature(fn).parameters) - reserved
+    for key in options:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {sorted(allowed)}"
+            raise ValueError(f"unknown protocol option {key!r} for {name}{hint}")
+    return fn, options
+
+
+def protocol_command(name: str, cfg: dict, model_dir: str | None = None) -> Path:
+    """Run an evaluation protocol; writes report.json / report.md / plots to output.dir."""
+    import inspect
+
+    fn, options = protocol_function(name, cfg["protocol"]["options"])
+    model = session.load_model(cfg, model_dir)
+    tok = session.load_tokenizer(cfg, model)
+    bench = session.load_benchmark(cfg)
+    pipe = session.pipeline_for(model, cfg)
+    out = _out(cfg)
+    params = inspect.signature(fn).parameters
+    kw = dict(options, cfg=eval_config(cfg), out_dir=out)
+    if "judge" in params:
+        kw["judge"] = judge_from(cfg)
+    if "train_cfg" in params:
+        kw["train_cfg"] = session.train_config(cfg)
+    if name == "relearn":
+        fn(model, tok, bench.split(cfg["data"]["forget_split"]), pipe,
+           method=cfg["method"]["name"], **kw)
+    else:
+        fn(model, tok, bench, pipe, cfg["method"]["name"], overrides=cfg["method"]["options"],
+           **kw)
+    print(f"protocol {name}: report in {out}")
+    return out

@@ -32,14 +32,22 @@ DEFAULTS: dict[str, Any] = {
               "lora_targets": r"^language_model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.kernel$",
               "seed": 0, "remat": False, "checkpoint_every": 0, "keep_checkpoints": 3},
     "method": {"name": "ga", "options": {}},
+    "protocol": {"options": {}},   # keyword arguments of the protocol function
     "eval": {"sets": ["forget", "test", "retain", "celebrity"],
              "tasks": ["classification", "generation", "cloze"],
-             "modalities": ["multi", "text"], "max_questions": None, "judge": {}},
+             "modalities": ["multi", "text"],
+             "max_profiles": None,        # cap on retain / celebrity profiles evaluated
+             "judge": {},                 # {base_url, model, api_key, ...}; {} = environment / off
+             # jaxunlearn.eval.tasks.EvalConfig fields
+             "batch_size": 8, "classification_tokens": 4, "generation_tokens": 50,
+             "cloze_tokens": 16, "likelihood": True, "likelihood_target": "text",
+             "system_prompt": None, "max_questions": None, "bucket_size": None,
+             "progress": True},
     "mesh": {"data": -1, "fsdp": 1, "tensor": 1},
     "output": {"dir": "runs/latest", "export_hf": True},
 }
 
-FREE_FORM = {("method", "options"), ("eval", "judge")}
+FREE_FORM = {("method", "options"), ("eval", "judge"), ("protocol", "options")}
 
 
 def _closest(key: str, options, path: tuple = ()) -> str:

@@ -46,7 +46,6 @@ def llava_batch(config, seed: int = 0, batch: int = 3, length: int = 24, left_pa
     """input_ids with one expanded image per row, left padding, and pixel values."""
     rng = np.random.default_rng(seed)
     n_img_tok = config.image_seq_length
-    vocab = config.text_config.vocab_size
     img_id = config.image_token_index
     ids = np.zeros((batch, length), np.int64)
     mask = np.zeros((batch, length), np.int64)

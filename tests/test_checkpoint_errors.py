@@ -89,7 +89,8 @@ def test_bf16_checkpoint_loads(llava_dir, tmp_path):
     dst = tmp_path / "bf16"
     dst.mkdir()
     (dst / "config.json").write_text((llava_dir / "config.json").read_text())
-    tensors = {k: v.to(torch.bfloat16) for k, v in tload(str(llava_dir / "model.safetensors")).items()}
+    src = tload(str(llava_dir / "model.safetensors"))
+    tensors = {k: v.to(torch.bfloat16) for k, v in src.items()}
     tsave(tensors, str(dst / "model.safetensors"))
     model = ju.load_pretrained(dst, dtype="float32")
     ref = ju.load_pretrained(llava_dir)

@@ -139,3 +139,21 @@ def test_smllmun_and_pulse_pretrained(tiny_vanilla, tmp_path):
     with pytest.raises(ValueError, match="lower threshold"):
         P.pulse_pretrained(model, tok, bench, pipe, "test_noise", threshold=1.01,
                            candidates=bench.profiles[:2], cfg=FAST)
+
+
+def test_protocol_configs_name_real_parameters():
+    """configs/{pulse,smllmun,relearn}-*.yaml load through the CLI's schema and name only
+    options the protocol functions accept."""
+    from pathlib import Path
+
+    from jaxunlearn.commands import eval_config, protocol_function
+    from jaxunlearn.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    names = {"pulse": "pulse", "smllmun": "smllmun", "relearn": "relearn"}
+    paths = [p for pat in names for p in sorted(root.glob(f"{pat}-*.yaml"))]
+    assert len(paths) >= 6
+    for path in paths:
+        cfg = load_config(path)
+        protocol_function(names[path.name.split("-")[0]], cfg["protocol"]["options"])
+        eval_config(cfg)

@@ -42,8 +42,8 @@ def test_bad_launch_requests():
     ("launch/tpu_pod.sh", {"WORKERS": "2"}, "--worker=all"),
 ])
 def test_scripts_dry_run(script, env, expect):
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     out = subprocess.run(["bash", str(ROOT / script), "demo", "--quick"], capture_output=True,
-                         text=True, env={**os.environ, "DRY_RUN": "1", **env,
-                                         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+                         text=True, env={**os.environ, "DRY_RUN": "1", **env, "PATH": path},
                          timeout=60, check=True)
     assert expect in out.stdout

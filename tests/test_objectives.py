@@ -128,7 +128,7 @@ def test_npo_gradient_approaches_ga_as_beta_vanishes():
     g_ga = jax.grad(lambda z: G.ga_sequence(z, b))(x)
     errs = []
     for beta in (1.0, 1e-2, 1e-4):
-        g = jax.grad(lambda z: G.npo_from_logits(z, ref, b, beta))(x)
+        g = jax.grad(lambda z, beta=beta: G.npo_from_logits(z, ref, b, beta))(x)
         errs.append(float(jnp.max(jnp.abs(g - g_ga)) / jnp.max(jnp.abs(g_ga))))
     assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-3
     # same direction as token-mean GA (they differ only by per-sequence weights)

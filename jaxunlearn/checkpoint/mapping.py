@@ -75,7 +75,8 @@ def to_hf(path: str, array: np.ndarray, hf_shape: tuple[int, ...] | None) -> np.
     return array
 
 
-def expected_hf_shape(path: str, our_shape: tuple[int, ...], conv_shapes: dict[str, tuple]) -> tuple:
+def expected_hf_shape(path: str, our_shape: tuple[int, ...],
+                      conv_shapes: dict[str, tuple]) -> tuple:
     """The HF tensor shape corresponding to our parameter."""
     if path in conv_shapes:
         return tuple(conv_shapes[path])

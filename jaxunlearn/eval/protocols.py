@@ -481,15 +481,14 @@ def relearning_attack(model: Any, tokenizer: Any, forget: Sequence[Profile],
 
     Adds ``AG`` records (``after - before``, step None) for each accuracy metric of each
     modality: ``AG`` for ``accuracy`` (multi = VQA, text = QA), ``AG_<metric>`` otherwise.
-    Each epoch is one :func:`finetune` call (the optimizer state restarts per epoch; use a
-    ``constant`` schedule, the default here). Returns (records, relearned model).
+    Training uses the vanilla recipe's pieces (answer NLL, ``train_cfg``'s optimizer,
+    subset, LoRA) with one jitted step and one optimizer state across all epochs.
+    Returns (records, relearned model).
     """
-    from jaxunlearn.demo.vanilla import train_on_qa
-
     if not 0 < fraction <= 1:
         raise ValueError(f"relearning fraction must be in (0, 1], got {fraction}")
     cfg = cfg or EvalConfig()
-    train_cfg = train_cfg or TrainConfig(lr=1e-3, schedule="constant")
+    train_cfg = train_cfg or TrainConfig()
     pool = qa_records(forget, pipe.family, "train")
     if not pool:
         raise ValueError("relearning_attack: the forget profiles have no training QA")
@@ -499,12 +498,10 @@ def relearning_attack(model: Any, tokenizer: Any, forget: Sequence[Profile],
     sets = {"forget": list(forget)}
     records = _eval(model, tokenizer, pipe, sets, cfg=cfg, method=method, protocol="relearn",
                     step=0, tasks=tasks, generate_fn=generate_fn)
+    trainer = _EpochTrainer(model, subset, tokenizer, pipe, train_cfg, epochs, cfg.progress)
     current = model
     for epoch in range(1, epochs + 1):
-        current, _ = train_on_qa(current, subset, tokenizer,
-                                 dataclasses.replace(pipe, seed=pipe.seed + epoch),
-                                 dataclasses.replace(train_cfg, epochs=1, seed=seed + epoch),
-                                 progress=cfg.progress, desc=f"relearn {epoch}")
+        current = trainer.epoch(epoch)
         records += _eval(current, tokenizer, pipe, sets, cfg=cfg, method=method,
                          protocol="relearn", step=epoch, tasks=tasks, generate_fn=generate_fn)
     records += relearning_gain(records, method)
@@ -519,6 +516,49 @@ def relearning_attack(model: Any, tokenizer: Any, forget: Sequence[Profile],
                                   train=train_cfg, eval=cfg, n_relearn_qa=n), model, records,
                           md, plots)
     return records, current
+
+
+class _EpochTrainer:
+    """The vanilla fine-tuning recipe, one epoch per call, state kept between calls."""
+
+    def __init__(self, model: Any, records: Sequence[dict], tokenizer: Any,
+                 pipe: PipelineConfig, cfg: TrainConfig, epochs: int, progress: bool):
+        from jaxunlearn.data.pipeline import make_mixed_dataset
+        from jaxunlearn.train import lora as lora_lib
+        from jaxunlearn.train import subsets
+        from jaxunlearn.train.finetune import make_nll_loss
+        from jaxunlearn.train.state import init_state, make_optimizer
+        from jaxunlearn.train.step import make_train_step
+
+        self.model, self.cfg, self.progress = model, cfg, progress
+        self.lora = cfg.lora_config()
+        self.batches = lambda e: make_mixed_dataset(
+            records, tokenizer, dataclasses.replace(pipe, seed=pipe.seed + e))
+        if self.lora is not None:
+            trainable, self.frozen = lora_lib.init_lora(model.params, self.lora, cfg.seed), \
+                model.params
+        else:
+            trainable, self.frozen = subsets.split_params(
+                model.params, subsets.trainable_mask(model.params, cfg.subset, cfg.deeper_half))
+        total = max(epochs * len(self.batches(0)), 1)
+        opt = make_optimizer(cfg.lr, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
+                             total_steps=total, weight_decay=cfg.weight_decay)
+        self.state = init_state(trainable, opt, cfg.seed)
+        loss = make_nll_loss(model.graphdef, dtype=model.compute_dtype, remat=cfg.remat,
+                             lora_cfg=self.lora)
+        self.step = make_train_step(loss, opt, grad_accum=cfg.grad_accum,
+                                    clip_norm=cfg.clip_norm)
+
+    def epoch(self, epoch: int) -> Any:
+        """Train one more epoch; the model after it."""
+        from jaxunlearn.train.finetune import full_params
+        from jaxunlearn.train.loop import run_epochs
+
+        self.state, _ = run_epochs(self.step, self.state, self.frozen,
+                                   lambda _: self.batches(epoch), epochs=1,
+                                   desc=f"relearn {epoch}", progress=self.progress)
+        return self.model.replace(params=full_params(dict(self.state.params), self.frozen,
+                                                     self.lora))
 
 
 def relearning_gain(records: Sequence[Mapping], method: str,

@@ -186,6 +186,12 @@ def paired(data: UnlearnData, forget: list[dict], retain: list[dict], cfg: Mappi
 
 # ----------------------------------------------------------------------------- training
 
+def flagged(batch: dict, key: str, value: float) -> dict:
+    """`batch` with a per-row flag `key` (so one compiled step can serve two phases)."""
+    rows = batch["input_ids"].shape[0]
+    return {**batch, key: np.full((rows,), value, np.float32)}
+
+
 LossFn = Callable[[dict, dict, dict], tuple[jax.Array, dict]]
 
 
@@ -195,8 +201,10 @@ def train(setup: Setup, cfg: Mapping[str, Any], losses: Mapping[str, LossFn],
           desc: str = "unlearn") -> MethodResult:
     """Run `schedule(epoch)` -> (phase, batch) items through one optimizer.
 
-    Each phase has its own jitted step built from `losses[phase]`; all phases share the train
-    state. `frozen` holds `base` (frozen params) plus `frozen_extra` (reference parts, masks).
+    Each phase runs the jitted step built from `losses[phase]` (phases that map to the same
+    function share one compiled step, e.g. with a per-row phase flag in the batch); all phases
+    share the train state. `frozen` holds `base` (frozen params) plus `frozen_extra`
+    (reference parts, masks).
     Returns the full parameter dict (LoRA merged) and a report with per-step losses."""
     from tqdm.auto import tqdm
 
@@ -211,9 +219,13 @@ def train(setup: Setup, cfg: Mapping[str, Any], losses: Mapping[str, LossFn],
                          warmup_steps=int(cfg["warmup_steps"]), total_steps=total,
                          weight_decay=float(cfg["weight_decay"]))
     state = init_state(setup.trainable, opt, int(cfg["seed"]))
-    steps = {name: make_train_step(fn, opt, grad_accum=int(cfg["grad_accum"]),
-                                   clip_norm=cfg["clip_norm"], update_mask=update_mask)
-             for name, fn in losses.items()}
+    compiled: dict[int, Callable] = {}  # phases sharing one loss share one jitted step
+    for fn in losses.values():
+        if id(fn) not in compiled:
+            compiled[id(fn)] = make_train_step(fn, opt, grad_accum=int(cfg["grad_accum"]),
+                                               clip_norm=cfg["clip_norm"],
+                                               update_mask=update_mask)
+    steps = {name: compiled[id(fn)] for name, fn in losses.items()}
     frozen = {"base": setup.base, **(frozen_extra or {})}
     history: list[dict] = []
     t0 = time.perf_counter()

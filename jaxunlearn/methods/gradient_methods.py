@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 
 from jaxunlearn.methods import common
 from jaxunlearn.methods.base import MethodResult, UnlearnData, register
@@ -114,23 +115,22 @@ def grad_diff(model, data: UnlearnData, cfg: dict) -> MethodResult:
     if mode != "alternate":
         raise ValueError(f"unknown grad_diff schedule {mode!r}; use joint or alternate")
 
-    def ascent(params, frozen, batch):
-        lf = G.nll(ctx.policy_logits(params, frozen, batch), batch)
-        return -gamma * lf, {"forget_nll": lf}
-
-    def descent(params, frozen, batch):
-        lr = G.nll(ctx.policy_logits(params, frozen, batch), batch)
-        return alpha * lr, {"retain_nll": lr}
+    def step_loss(params, frozen, batch):
+        """-gamma * NLL on rows flagged `ascent` = 1, alpha * NLL otherwise (one compile)."""
+        nll = G.nll(ctx.policy_logits(params, frozen, batch), batch)
+        return jnp.where(batch["ascent"][0] > 0.5, -gamma, alpha) * nll, {"nll": nll}
 
     forget = common.records(data, "forget", cfg)
     retain = common.records(data, "retain", cfg)
 
     def schedule(epoch):
-        yield from (("ascent", b) for b in common.stream(data, forget, cfg, epoch, 0))
-        yield from (("descent", b) for b in common.stream(data, retain, cfg, epoch, 1))
+        for b in common.stream(data, forget, cfg, epoch, 0):
+            yield "ascent", common.flagged(b, "ascent", 1.0)
+        for b in common.stream(data, retain, cfg, epoch, 1):
+            yield "descent", common.flagged(b, "ascent", 0.0)
 
     n = len(common.stream(data, forget, cfg, 0)) + len(common.stream(data, retain, cfg, 0, 1))
-    return ctx.run({"ascent": ascent, "descent": descent}, schedule, n, desc="grad_diff")
+    return ctx.run({"ascent": step_loss, "descent": step_loss}, schedule, n, desc="grad_diff")
 
 
 # ----------------------------------------------------------------------------- KL

@@ -80,9 +80,10 @@ def scores_paper(stats: Mapping[tuple[str, str], Mapping], weights, eps: float,
     """S_n = I(D_f) / (I(D_r) + eps) per group; `stats[(which, modality)][group]`."""
     out = {}
     for g in groups:
-        text = (lambda w: stats[(w, "text")][g]) if g == "language" else (lambda w: None)
-        i_f = importance_paper(stats[("forget", "multi")][g], text("forget"), weights, eps)
-        i_r = importance_paper(stats[("retain", "multi")][g], text("retain"), weights, eps)
+        text_f = stats[("forget", "text")][g] if g == "language" else None
+        text_r = stats[("retain", "text")][g] if g == "language" else None
+        i_f = importance_paper(stats[("forget", "multi")][g], text_f, weights, eps)
+        i_r = importance_paper(stats[("retain", "multi")][g], text_r, weights, eps)
         out[g] = i_f / (i_r + eps)
     return out
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn.methods import common
@@ -85,15 +86,15 @@ def mmunlearner(model, data: UnlearnData, cfg: dict) -> MethodResult:
     gd, dtype, remat = model.graphdef, model.compute_dtype, bool(cfg["remat"])
     w = float(cfg["forget_weight"])
 
-    def ascent(params, frozen, batch):
-        full = common.gate(setup.policy(params, frozen["base"]), frozen.get("mask"))
-        lf = G.nll(common.logits_of(gd, full, batch, dtype=dtype, remat=remat), batch)
-        return -w * lf, {"forget_nll": lf}
-
-    def descent(params, frozen, batch):
-        full = setup.policy(params, frozen["base"])
-        lr = G.nll(common.logits_of(gd, full, batch, dtype=dtype, remat=remat), batch)
-        return lr, {"retain_nll": lr}
+    def loss(params, frozen, batch):
+        """Masked ascent on rows flagged `ascent` = 1, plain descent otherwise (one compile)."""
+        up = batch["ascent"][0]
+        m = frozen.get("mask")
+        if m is not None:
+            m = {k: jnp.logical_or(v, up < 0.5) for k, v in m.items()}
+        full = common.gate(setup.policy(params, frozen["base"]), m)
+        nll = G.nll(common.logits_of(gd, full, batch, dtype=dtype, remat=remat), batch)
+        return jnp.where(up > 0.5, -w, 1.0) * nll, {"nll": nll}
 
     forget = common.records(data, "forget", cfg)
     retain = common.records(data, "retain", cfg)
@@ -104,12 +105,12 @@ def mmunlearner(model, data: UnlearnData, cfg: dict) -> MethodResult:
     def schedule(epoch):
         fb = common.stream(data, forget, cfg, epoch, 0)
         for i, rb in enumerate(common.stream(data, retain, cfg, epoch, 1)):
-            yield "descent", rb
+            yield "descent", common.flagged(rb, "ascent", 0.0)
             if (i + 1) % every == 0:
-                yield "ascent", fb[((i + 1) // every - 1) % len(fb)]
+                yield "ascent", common.flagged(fb[((i + 1) // every - 1) % len(fb)], "ascent", 1.0)
 
     extra = {"mask": mask} if mask is not None else {}
-    result = common.train(setup, cfg, {"ascent": ascent, "descent": descent}, schedule,
+    result = common.train(setup, cfg, {"ascent": loss, "descent": loss}, schedule,
                           n_r + n_r // every, frozen_extra=extra, desc="mmunlearner")
     result.report["ascent_every"] = every
     result.report["mask_fraction"] = F.mask_fraction(mask) if mask is not None else 1.0

@@ -9,7 +9,8 @@ from jaxunlearn.methods.base import MethodResult, UnlearnData, register
 @register("prompting", {"system_prompt": PROMPTING_SYSTEM}, needs_retain=False)
 def prompting(model, data: UnlearnData, cfg: dict) -> MethodResult:
     """Return the parameters unchanged and the system prompt to evaluate with."""
+    prompt = cfg["system_prompt"] or PROMPTING_SYSTEM
     return MethodResult(dict(model.params),
                         {"steps": 0, "losses": [], "seconds": 0.0, "trainable_params": 0,
-                         "system_prompt": cfg["system_prompt"]},
-                        {"system_prompt": cfg["system_prompt"]})
+                         "system_prompt": prompt},
+                        {"system_prompt": prompt})

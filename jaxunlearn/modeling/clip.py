@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxunlearn.modeling.layers import Embed, LayerNorm, Linear, activation, dot_product_attention, param
+from jaxunlearn.modeling.layers import (
+    Embed, LayerNorm, Linear, activation, dot_product_attention, param,
+)
 
 
 @dataclasses.dataclass(frozen=True)

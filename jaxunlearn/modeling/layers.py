@@ -89,7 +89,8 @@ class LayerNorm(nnx.Module):
         mean = jnp.mean(h, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(h - mean), axis=-1, keepdims=True)
         h = (h - mean) * jax.lax.rsqrt(var + self.eps)
-        return (h * self.weight[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(dtype)
+        h = h * self.weight[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+        return h.astype(dtype)
 
 
 def quick_gelu(x: jax.Array) -> jax.Array:

@@ -106,7 +106,7 @@ class LlavaForConditionalGeneration(nnx.Module):
 
     # -- vision
     def vision_features(self, pixel_values: jax.Array, probes: list | None = None) -> jax.Array:
-        """Selected CLIP hidden states, [N_img, tokens, D_vision * n_layers] (before the projector)."""
+        """Selected CLIP hidden states [N_img, tokens, D_vision * n_layers], pre-projector."""
         c = self.config
         n_states = c.vision.num_hidden_layers + 1
         idx = [layer % n_states for layer in c.feature_layers]

@@ -61,7 +61,8 @@ def mesh_shape(sizes: Mapping[str, int], n_devices: int) -> tuple[int, int, int]
     known = int(np.prod([d for d in dims if d != -1]))
     if -1 in dims:
         if n_devices % known:
-            raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))} does not divide {n_devices} devices")
+            raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))} does not divide "
+                             f"{n_devices} devices")
         dims[dims.index(-1)] = n_devices // known
     if int(np.prod(dims)) != n_devices:
         raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))} needs {int(np.prod(dims))} devices "

@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from jaxunlearn.modeling.model import forward_hidden
 from jaxunlearn.transforms import group_shapes

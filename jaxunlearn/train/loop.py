@@ -36,7 +36,11 @@ def run_epochs(step_fn: Callable, state: Any, frozen: Any,
     log = open(log_path, "a") if log_path else None
     step = 0
     try:
-        bar = tqdm(total=max_steps, desc=desc, disable=not progress, unit="step")
+        import sys
+
+        # redraw at most every 5 s when the output is a log file rather than a terminal
+        bar = tqdm(total=max_steps, desc=desc, disable=not progress, unit="step",
+                   mininterval=0.1 if sys.stderr.isatty() else 5.0)
         done = False
         for epoch in range(epochs):
             for batch in make_batches(epoch):
