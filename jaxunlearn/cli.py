@@ -98,6 +98,10 @@ def cmd_report(a) -> int:
 
 
 def cmd_bench(a) -> int:
+    import os
+
+    if a.plan and "jax" not in sys.modules:  # fake CPU devices for fsdp meshes (CPU only)
+        os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
     from jaxunlearn.bench.suite import run_bench
 
     run_bench(plan=a.plan, mesh=a.mesh, only=a.only, batch=a.batch, seq=a.seq)
