@@ -43,17 +43,17 @@ QUICK = {
 # method -> config overrides for the tiny model (each method's defaults are set for 7B
 # models: lr 1e-5 and LoRA where published; a 1M-parameter model trained from scratch needs
 # larger steps)
-_GRAD = {"lr": 1e-3, "epochs": 8, "batch_size": 8, "progress": False}
+_GRAD = {"batch_size": 8, "progress": False}
 METHODS = {
-    "ga": dict(_GRAD),
-    "grad_diff": dict(_GRAD),
-    "kl_min": dict(_GRAD),
-    "npo": dict(_GRAD),
-    "idk": dict(_GRAD),
+    "ga": {**_GRAD, "lr": 5e-4, "epochs": 5},
+    "grad_diff": {**_GRAD, "lr": 1e-3, "epochs": 8},
+    "kl_min": {**_GRAD, "lr": 1e-3, "epochs": 8},
+    "npo": {**_GRAD, "lr": 5e-4, "epochs": 5},
+    "idk": {**_GRAD, "lr": 1e-3, "epochs": 8},
     # the paper formulation barely separates forget from retain neurons on a model this small
     "manu": {"alpha": 0.1, "formulation": "official", "progress": False},
-    "smfa": {"lr": 1e-3, "epochs": 5, "batch_size": 8, "progress": False},
-    "vkd": {"lr": 1e-3, "epochs": 5, "batch_size": 8, "progress": False},
+    "smfa": {**_GRAD, "lr": 3e-3, "epochs": 8},
+    "vkd": {**_GRAD, "lr": 3e-3, "epochs": 8},
 }
 
 
