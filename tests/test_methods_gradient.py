@@ -7,24 +7,16 @@ subset bit-identical. Wall times per method are written to the report (`-s` prin
 
 from __future__ import annotations
 
-import os
+import time
 
-# Faster XLA:CPU compiles for these compile-bound tests (takes effect when this module is
-# collected before JAX starts its backend; numerics stay fp32).
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_backend_optimization_level=0").strip()
+import numpy as np
+import pytest
 
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from jaxunlearn.methods import common  # noqa: E402
-from jaxunlearn.methods.base import UnlearnData, available, run_method  # noqa: E402
-from jaxunlearn.objectives.nll import answer_nll  # noqa: E402
-from jaxunlearn.objectives.refusals import with_refusals  # noqa: E402
-from jaxunlearn.train import subsets  # noqa: E402
+from jaxunlearn.methods import common
+from jaxunlearn.methods.base import UnlearnData, available, run_method
+from jaxunlearn.objectives.nll import answer_nll
+from jaxunlearn.objectives.refusals import with_refusals
+from jaxunlearn.train import subsets
 
 FAST = {"max_steps": 3, "lr": 1e-3, "batch_size": 4, "progress": False}
 MMU = {**FAST, "ascent_every": 2, "max_steps": 6, "lr": 3e-3}
@@ -162,9 +154,14 @@ def test_saliency_mask_gates_the_forget_gradient(world):
         return max(float(np.max(np.abs(np.asarray(a.params[k]) - np.asarray(b.params[k]))))
                    for k in model.params)
 
-    assert max_diff(zeros, no_forget) < 1e-7
     masked = RESULTS.get("mmunlearner") or run_method("mmunlearner", model, data, MMU)[0]
-    assert max_diff(masked, no_forget) > 1e-4
+    gated, ungated = max_diff(zeros, no_forget), max_diff(masked, no_forget)
+    print(f"mask 0 vs no forget term: {gated:.2e}; Fisher mask vs no forget term: {ungated:.2e}")
+    # the two runs compile different programs, so retain updates may differ by float
+    # rounding (Adam turns ~1e-9 gradient noise into ~1e-6 steps); the forget term's effect
+    # is orders of magnitude larger
+    assert ungated > 1e-3
+    assert gated < 1e-2 * ungated
 
 
 def test_run_sequential_keeps_one_model(world):
