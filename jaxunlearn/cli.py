@@ -29,7 +29,6 @@ def cmd_data(a) -> int:
     if a.data_cmd == "synth":
         synth_main(a.out, seed=a.seed, n_profiles=a.profiles, n_celebrities=a.celebrities,
                    image_size=a.image_size)
-        print(f"wrote synthetic benchmark to {a.out}")
     else:
         show_main(a.dir)
     return 0

@@ -28,9 +28,9 @@ from pathlib import Path
 from jaxunlearn.demo.tiny import TinyWorldConfig, tiny_llava_hf_config
 
 FULL = {
-    "world": TinyWorldConfig(seed=0, n_profiles=30, n_celebrities=8, image_size=32, patch=8,
+    "world": TinyWorldConfig(seed=0, n_profiles=20, n_celebrities=8, image_size=32, patch=8,
                              vocab_size=1024, text_layers=2, text_hidden=128, batch_size=16),
-    "n_eval": (3, 3, 2), "pretrain_epochs": 10, "vanilla_epochs": 25, "lr": 3e-3,
+    "n_eval": (3, 3, 2), "pretrain_epochs": 10, "vanilla_epochs": 20, "lr": 3e-3,
     "eval_profiles": 8, "max_questions": 24,
 }
 QUICK = {
