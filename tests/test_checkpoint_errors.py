@@ -99,3 +99,18 @@ def test_bf16_checkpoint_loads(llava_dir, tmp_path):
     np.testing.assert_allclose(np.asarray(model.params[key]), np.asarray(ref.params[key]),
                                rtol=1e-2, atol=1e-3)
     assert ju.load_pretrained(dst, dtype="bfloat16").params[key].dtype.name == "bfloat16"
+
+
+def test_failed_export_leaves_nothing_behind(llava_dir, tmp_path, monkeypatch):
+    import jaxunlearn.checkpoint.hf as hf
+
+    model = ju.load_pretrained(llava_dir)
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(hf, "_write_shards", boom)
+    with pytest.raises(OSError, match="disk full"):
+        ju.save_pretrained(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary directory left either

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from jaxunlearn.checkpoint import mapping
+from jaxunlearn.checkpoint.atomic import atomic_directory
 from jaxunlearn.modeling import registry
 from jaxunlearn.modeling.model import Model, abstract_module
 
@@ -183,9 +183,7 @@ def save_pretrained(model: Model, out_dir: str | os.PathLike, *, dtype: str | No
     import re
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         tensors = hf_state_dict(model, dtype)
         for pattern, repl in key_renames:
             tensors = {re.sub(pattern, repl, k): v for k, v in tensors.items()}
@@ -201,12 +199,6 @@ def save_pretrained(model: Model, out_dir: str | os.PathLike, *, dtype: str | No
                 src = Path(model.source_dir) / name
                 if src.is_file():
                     shutil.copy2(src, tmp / name)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -22,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import save_file
+
+from jaxunlearn.checkpoint.atomic import atomic_directory
 
 DEFAULT_TARGETS = r"^language_model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.kernel$"
 
@@ -118,15 +117,7 @@ def save_peft_adapter(lora: Mapping[str, jax.Array], cfg: LoraConfig, model, out
         "use_rslora": False, "use_dora": False,
     }
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
