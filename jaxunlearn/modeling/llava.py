@@ -74,6 +74,20 @@ class LlavaMultiModalProjector(nnx.Module):
         return self.linear_2(self.act(self.linear_1(x)))
 
 
+def select_feature_layers(tower, pixel_values: jax.Array, feature_layers, strategy: str,
+                          num_layers: int, probes: list | None = None) -> jax.Array:
+    """HF's vision feature selection: hidden states at `feature_layers` (negative indices
+    count from the end of the num_layers+1 states), CLS dropped for `default`, concatenated
+    on the feature axis. Layers after the deepest selected one are not run."""
+    n_states = num_layers + 1
+    idx = [layer % n_states for layer in feature_layers]
+    states = tower.hidden_states(pixel_values, max(idx) + 1, probes)
+    picked = [states[i] for i in idx]
+    if strategy == "default":
+        picked = [s[:, 1:] for s in picked]
+    return jnp.concatenate(picked, axis=-1)
+
+
 def default_positions(attention_mask: jax.Array) -> jax.Array:
     """Position ids from a (left- or right-) padded mask: real tokens count 0, 1, 2, ...;
     padding gets 0 (HF generate's rule)."""
@@ -108,13 +122,9 @@ class LlavaForConditionalGeneration(nnx.Module):
     def vision_features(self, pixel_values: jax.Array, probes: list | None = None) -> jax.Array:
         """Selected CLIP hidden states [N_img, tokens, D_vision * n_layers], pre-projector."""
         c = self.config
-        n_states = c.vision.num_hidden_layers + 1
-        idx = [layer % n_states for layer in c.feature_layers]
-        states = self.vision_tower.hidden_states(pixel_values, max(idx) + 1, probes)
-        picked = [states[i] for i in idx]
-        if c.vision_feature_select_strategy == "default":
-            picked = [s[:, 1:] for s in picked]
-        return jnp.concatenate(picked, axis=-1)
+        return select_feature_layers(self.vision_tower, pixel_values, c.feature_layers,
+                                     c.vision_feature_select_strategy,
+                                     c.vision.num_hidden_layers, probes)
 
     def image_features(self, pixel_values: jax.Array, probes: list | None = None) -> jax.Array:
         """Projected image features [N_img, tokens, D_text]."""

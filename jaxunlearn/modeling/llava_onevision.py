@@ -33,7 +33,7 @@ from flax import nnx
 from jaxunlearn.checkpoint import mapping
 from jaxunlearn.modeling.layers import Linear, activation, param
 from jaxunlearn.modeling.llama import LlamaModel, TextConfig
-from jaxunlearn.modeling.llava import default_positions
+from jaxunlearn.modeling.llava import default_positions, select_feature_layers
 from jaxunlearn.modeling.siglip import SiglipVisionConfig, SiglipVisionTransformer
 
 
@@ -356,13 +356,9 @@ class LlavaOnevisionForConditionalGeneration(nnx.Module):
     def vision_features(self, pixel_values: jax.Array, probes: list | None = None) -> jax.Array:
         """Selected SigLIP hidden states [n_crops, tokens_per_crop, D_vision * n_layers]."""
         c = self.config
-        n_states = c.vision.num_hidden_layers + 1
-        idx = [layer % n_states for layer in c.feature_layers]
-        states = self.vision_tower.hidden_states(pixel_values, max(idx) + 1, probes)
-        picked = [states[i] for i in idx]
-        if c.vision_feature_select_strategy == "default":
-            picked = [s[:, 1:] for s in picked]
-        return jnp.concatenate(picked, axis=-1)
+        return select_feature_layers(self.vision_tower, pixel_values, c.feature_layers,
+                                     c.vision_feature_select_strategy,
+                                     c.vision.num_hidden_layers, probes)
 
     def image_features(self, pixel_values: jax.Array, probes: list | None = None) -> jax.Array:
         """Projected crop features [n_crops, tokens_per_crop, D_text]."""
