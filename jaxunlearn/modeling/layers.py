@@ -176,14 +176,25 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     with no allowed key yields a uniform average instead of NaN (it is padding anyway).
     Returns [B, Tq, H, D].
     """
+    return attention_heads_major(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), allowed)
+
+
+def attention_heads_major(q: jax.Array, k: jax.Array, v: jax.Array,
+                          allowed: jax.Array | None) -> jax.Array:
+    """`dot_product_attention` with keys and values in heads-major layout [B, KV, S, D].
+
+    This is the layout of the generation KV cache: a decoding step appends one key per head
+    with a contiguous write and the score / value products read it without a transpose.
+    q [B, Tq, H, D]; returns [B, Tq, H, D].
+    """
     b, tq, h, d = q.shape
-    kv = k.shape[2]
+    kv = k.shape[1]
     g = h // kv
-    qg = q.reshape(b, tq, kv, g, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    qg = q.reshape(b, tq, kv, g, d).transpose(0, 2, 3, 1, 4)  # [B, KV, G, Tq, D]
+    scores = jnp.einsum("bkgtd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32)
     scores = scores * (d ** -0.5)
     if allowed is not None:
         scores = jnp.where(allowed[:, None, None, :, :], scores, NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(b, tq, h, d)
+    out = jnp.einsum("bkgts,bksd->bkgtd", probs, v)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, tq, h, d)

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxunlearn.modeling.layers import (
-    Embed, Linear, RMSNorm, activation, apply_rotary, dot_product_attention, rope_cos_sin,
-    rope_inv_freq,
+    Embed, Linear, RMSNorm, activation, apply_rotary, attention_heads_major, dot_product_attention,
+    rope_cos_sin, rope_inv_freq,
 )
 
 
@@ -93,15 +93,16 @@ class LlamaAttention(nnx.Module):
         v = self.v_proj(x).reshape(b, t, c.num_key_value_heads, c.head_dim)
         q = apply_rotary(q, cos, sin)
         k = apply_rotary(k, cos, sin)
-        new_cache = None
-        if kv_cache is not None:
-            ck, cv = kv_cache
-            ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
-            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
-            new_cache = (ck, cv)
-            k, v = ck.astype(q.dtype), cv.astype(q.dtype)
-        out = dot_product_attention(q, k, v, allowed)
-        return self.o_proj(out.reshape(b, t, -1)), new_cache
+        if kv_cache is None:
+            return self.o_proj(dot_product_attention(q, k, v, allowed).reshape(b, t, -1)), None
+        # the cache is heads-major [B, KV, S, D]: appending is a contiguous write per head
+        ck, cv = kv_cache
+        ck = jax.lax.dynamic_update_slice(ck, k.transpose(0, 2, 1, 3).astype(ck.dtype),
+                                          (0, 0, cache_index, 0))
+        cv = jax.lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype),
+                                          (0, 0, cache_index, 0))
+        out = attention_heads_major(q, ck.astype(q.dtype), cv.astype(q.dtype), allowed)
+        return self.o_proj(out.reshape(b, t, -1)), (ck, cv)
 
 
 class LlamaMLP(nnx.Module):
