@@ -12,6 +12,7 @@ import pytest
 import jaxunlearn as ju
 from hf_fixtures import tiny_llava_config
 from jaxunlearn.parallel import mesh as mesh_lib
+from jaxunlearn.objectives.nll import answer_index
 from jaxunlearn.train import finetune, subsets
 from jaxunlearn.train.state import init_state, make_optimizer
 from jaxunlearn.train.step import make_train_step, shardings_of
@@ -122,6 +123,37 @@ def test_subset_leaves_others_bit_identical(single_run, subset):
             assert same, k
         moved += not same
     assert moved > 0
+
+
+def test_answer_index_host_layout():
+    lm = np.zeros((3, 8), np.float32)
+    lm[0, 5:] = 1
+    lm[1, [2, 6]] = 1
+    idx = answer_index(lm, buckets=(2, 4, 8))
+    assert idx.shape == (3, 4) and idx.dtype == np.int32
+    np.testing.assert_array_equal(idx, [[4, 5, 6, -1], [1, 5, -1, -1], [-1, -1, -1, -1]])
+    assert answer_index(lm).shape == (3, 3)  # unbucketed: the longest row
+
+
+def test_answer_positions_loss_equals_full_logits(single_run):
+    """Running the head on answer positions only gives the same losses and parameters, on
+    one device and on a (2, 2, 2) mesh, with unequal answer counts and left padding."""
+    model, batch, _, _ = single_run
+    batch = dict(batch)
+    lm, mask = batch["loss_mask"].copy(), batch["attention_mask"].copy()
+    lm[::2, -5:-3] = 0.0
+    mask[1::2, :2] = 0
+    batch["loss_mask"], batch["attention_mask"] = lm, mask
+    full, full_losses, _ = run_steps(model, batch, 2)
+    gathered = {**batch, "answer_index": answer_index(lm, buckets=(8, 16))}
+    assert gathered["answer_index"].shape == (8, 8)
+    part, part_losses, _ = run_steps(model, gathered, 2)
+    np.testing.assert_allclose(part_losses, full_losses, rtol=1e-6)
+    assert_params_close(part, full)
+    mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    sharded, sharded_losses, _ = run_steps(model, gathered, 2, mesh=mesh, grad_accum=2)
+    np.testing.assert_allclose(sharded_losses, full_losses, rtol=1e-5)
+    assert_params_close(sharded, full)
 
 
 def test_bad_subset_errors(single_run):

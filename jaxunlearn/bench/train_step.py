@@ -10,6 +10,7 @@ import numpy as np
 from jaxunlearn.bench.common import (
     best_time, bench_inputs, hf_bench_model, jax_from_hf, matmul_peak_flops,
 )
+from jaxunlearn.objectives.nll import answer_index
 
 
 def train_flops_per_step(n_params_llm: int, n_params_vision: int, tokens: int,
@@ -29,8 +30,11 @@ def run(batch: int = 8, length: int = 128, repeats: int = 5) -> dict:
     hf = hf_bench_model()
     model = jax_from_hf(hf)
     ids, mask, loss_mask, pix = bench_inputs(batch, length)
+    # answer_index is what the data pipeline adds to every batch: the head runs on the 63
+    # answer positions of each row, not on the 64 image tokens and the prompt
     jbatch = {"input_ids": ids.astype(np.int32), "attention_mask": mask.astype(np.int32),
-              "loss_mask": loss_mask, "pixel_values": pix}
+              "loss_mask": loss_mask, "pixel_values": pix,
+              "answer_index": answer_index(loss_mask, range(16, length + 1, 16))}
     opt = make_optimizer(1e-5, schedule="constant")
     state = init_state(model.params, opt)
     step = make_train_step(finetune.make_nll_loss(model.graphdef), opt, clip_norm=1.0)

@@ -9,6 +9,8 @@ A *record* is a dict ``{"prompt", "answer", "image", "modality", "profile_id", "
 - ``loss_mask`` float32 [B, T]: 1 where token t is an answer token (or the end token), i.e. the
   target of the logits at t-1; use ``logits[:, :-1]`` against ``input_ids[:, 1:]`` weighted by
   ``loss_mask[:, 1:]``,
+- ``answer_index`` int32 [B, A]: the positions t-1 of each row's answer tokens t, padded with
+  -1 to a bucket A (losses use it to run the output head on answer positions only),
 - ``example_mask`` int32 [B]: 0 for rows that only pad a final short batch,
 - ``pixel_values`` float32 [B, 3, H, W] for multimodal batches only.
 
@@ -31,6 +33,7 @@ import numpy as np
 from jaxunlearn.data import templates as T
 from jaxunlearn.data.processors import ClipImageConfig, preprocess_image
 from jaxunlearn.data.schema import Profile, load_image
+from jaxunlearn.objectives.nll import answer_index
 
 Record = dict[str, Any]
 Batch = dict[str, np.ndarray]
@@ -144,6 +147,7 @@ def collate(examples: Sequence[dict[str, Any]], config: PipelineConfig, pad_id: 
         sl = slice(0, n) if config.padding_side == "right" else slice(length - n, length)
         ids[i, sl], attn[i, sl], loss[i, sl] = e["input_ids"], 1, e["loss_mask"]
     batch = {"input_ids": ids, "attention_mask": attn, "loss_mask": loss,
+             "answer_index": answer_index(loss, config.buckets()),
              "example_mask": (np.arange(B) < len(examples)).astype(np.int32)}
     if "pixel_values" in examples[0]:
         pix = np.stack([e["pixel_values"] for e in examples])

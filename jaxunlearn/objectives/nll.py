@@ -6,8 +6,11 @@ All reductions are in fp32 whatever the compute dtype.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def token_logprobs(logits: jax.Array, input_ids: jax.Array) -> jax.Array:
@@ -39,3 +42,53 @@ def token_accuracy(logits: jax.Array, batch: dict) -> jax.Array:
     w = answer_weights(batch)
     hit = (jnp.argmax(logits[:, :-1], -1) == batch["input_ids"][:, 1:]).astype(jnp.float32)
     return jnp.sum(hit * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+# ----------------------------------------------------------------------------- answer positions
+# A training batch may carry `answer_index` [B, A] (int32): for each row, the logit positions
+# p whose next token p + 1 is an answer token, in order, padded with -1. The loss then projects
+# only those A hidden states onto the vocabulary instead of all T: the same loss and gradients
+# (image tokens and prompts are never targets), with a fraction of the output-head work and of
+# the [B, T, V] logits memory. The host builds it (`answer_index`), so A is a static bucket.
+
+
+def answer_index(loss_mask: np.ndarray, buckets: Sequence[int] | None = None) -> np.ndarray:
+    """Host side: [B, A] logit positions of answer tokens, -1 padded.
+
+    A is the smallest entry of `buckets` that holds the longest row (the row count itself
+    without buckets; at least 1), so batches share a few compiled shapes."""
+    targets = np.asarray(loss_mask)[:, 1:] > 0
+    counts = targets.sum(axis=1)
+    need = max(int(counts.max(initial=0)), 1)
+    width = need
+    for b in sorted(buckets or ()):
+        if b >= need:
+            width = int(b)
+            break
+    out = np.full((targets.shape[0], width), -1, np.int32)
+    for row, hit in enumerate(targets):
+        pos = np.flatnonzero(hit)
+        out[row, : len(pos)] = pos
+    return out
+
+
+def gather_answer_states(hidden: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(hidden states [B, A, D] at `answer_index`, target ids [B, A], weights [B, A] fp32)."""
+    idx = batch["answer_index"].astype(jnp.int32)
+    valid = idx >= 0
+    pos = jnp.where(valid, idx, 0)
+    states = jnp.take_along_axis(hidden, pos[..., None], axis=1)
+    targets = jnp.take_along_axis(batch["input_ids"], pos + 1, axis=1).astype(jnp.int32)
+    weights = jnp.take_along_axis(batch["loss_mask"], pos + 1, axis=1).astype(jnp.float32)
+    return states, targets, weights * valid
+
+
+def gathered_nll(logits: jax.Array, targets: jax.Array,
+                 weights: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(mean NLL, token count, token accuracy) of gathered answer logits [B, A, V]."""
+    lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    tok = jnp.take_along_axis(lp, targets[..., None], axis=-1)[..., 0]
+    n = jnp.sum(weights)
+    denom = jnp.maximum(n, 1.0)
+    hit = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    return -jnp.sum(tok * weights) / denom, n, jnp.sum(hit * weights) / denom

@@ -8,8 +8,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.modeling.model import forward_logits
-from jaxunlearn.objectives.nll import answer_nll, token_accuracy
+from jaxunlearn.modeling.model import forward_hidden, forward_logits
+from jaxunlearn.objectives.nll import answer_nll, gather_answer_states, gathered_nll, token_accuracy
 from jaxunlearn.train import lora as lora_lib
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
@@ -31,9 +31,18 @@ def full_params(trainable: dict, frozen: dict, lora_cfg: lora_lib.LoraConfig | N
 
 def make_nll_loss(graphdef: Any, *, dtype=None, remat: bool = False,
                   lora_cfg: lora_lib.LoraConfig | None = None):
-    """loss(params, frozen, batch) -> (mean answer NLL, {weight, accuracy})."""
+    """loss(params, frozen, batch) -> (mean answer NLL, {weight, accuracy}).
+
+    With `answer_index` in the batch (see `objectives.nll.answer_index`) only the answer
+    positions go through the output head."""
 
     def loss(params: dict, frozen: dict, batch: dict):
+        if "answer_index" in batch:
+            hidden, module = forward_hidden(graphdef, full_params(params, frozen, lora_cfg),
+                                            model_inputs(batch), dtype=dtype, remat=remat)
+            states, targets, weights = gather_answer_states(hidden, batch)
+            nll, n, acc = gathered_nll(module.lm_logits(states), targets, weights)
+            return nll, {"weight": n, "accuracy": acc}
         logits = forward_logits(graphdef, full_params(params, frozen, lora_cfg),
                                 model_inputs(batch), dtype=dtype, remat=remat)
         nll, n = answer_nll(logits, batch)
