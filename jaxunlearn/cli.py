@@ -17,9 +17,10 @@ from pathlib import Path
 # ----------------------------------------------------------------------------- handlers
 
 def cmd_demo(a) -> int:
-    from jaxunlearn.demo.run import run_demo
+    from jaxunlearn.demo.run import demo_setting, run_demo
 
-    run_demo(a.out, quick=a.quick, fresh=a.fresh)
+    setting = demo_setting(a.config, a.overrides, quick=a.quick)
+    run_demo(a.out, quick=a.quick, fresh=a.fresh, setting=setting)
     return 0
 
 
@@ -120,8 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="offline end-to-end demo on a tiny LLaVA")
     p.add_argument("--out", default="runs/demo", help="output directory (resumable)")
-    p.add_argument("--quick", action="store_true", help="~3-minute version")
+    p.add_argument("--quick", action="store_true",
+                   help="short version: fewer people, epochs and questions (the quick: section)")
     p.add_argument("--fresh", action="store_true", help="ignore finished stages and redo all")
+    p.add_argument("--config", help="demo YAML (default: the embedded configs/demo.yaml)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. vanilla_epochs=10 "
+                   "run=[ga,npo] methods.ga.lr=1e-3")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("data", help="synthetic benchmark and dataset statistics")

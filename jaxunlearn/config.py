@@ -57,22 +57,26 @@ def _closest(key: str, options, path: tuple = ()) -> str:
     return f"; valid keys: {', '.join(sorted(options))}"
 
 
-def merge_into(base: dict, update: dict, path: tuple = ()) -> dict:
-    """Deep-merge `update` into a copy of `base`, rejecting keys `base` does not have."""
+def merge_into(base: dict, update: dict, path: tuple = (),
+               free_form: set | frozenset | None = None) -> dict:
+    """Deep-merge `update` into a copy of `base`, rejecting keys `base` does not have.
+
+    Paths in `free_form` (default `FREE_FORM`) are mappings whose keys are not checked here."""
+    free_form = FREE_FORM if free_form is None else free_form
     out = copy.deepcopy(base)
     for key, value in (update or {}).items():
         where = ".".join(path + (key,))
-        if path in {p[:-1] for p in FREE_FORM} and (path + (key,)) in FREE_FORM:
+        if (path + (key,)) in free_form:
             if not isinstance(value, dict):
                 raise ValueError(f"config key {where!r} must be a mapping")
             out[key] = {**out.get(key, {}), **value}
             continue
         if key not in out:
             raise ValueError(f"unknown config key {where!r}{_closest(key, out, path)}")
-        if isinstance(out[key], dict) and path + (key,) not in FREE_FORM:
+        if isinstance(out[key], dict):
             if not isinstance(value, dict):
                 raise ValueError(f"config key {where!r} must be a mapping")
-            out[key] = merge_into(out[key], value, path + (key,))
+            out[key] = merge_into(out[key], value, path + (key,), free_form)
         else:
             out[key] = value
     return out
@@ -92,23 +96,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+def apply_overrides(cfg: dict, overrides: list[str],
+                    free_form: set | frozenset | None = None) -> dict:
     for text in overrides:
         keys, value = parse_override(text)
         update: Any = value
         for k in reversed(keys):
             update = {k: update}
-        cfg = merge_into(cfg, update)
+        cfg = merge_into(cfg, update, free_form=free_form)
     return cfg
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (),
-                defaults: dict | None = None) -> dict:
+                defaults: dict | None = None,
+                free_form: set | frozenset | None = None) -> dict:
     """Defaults <- YAML file <- overrides, all validated."""
     cfg = copy.deepcopy(defaults or DEFAULTS)
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"config file {p} not found")
-        cfg = merge_into(cfg, yaml.safe_load(p.read_text()) or {})
-    return apply_overrides(cfg, list(overrides))
+        cfg = merge_into(cfg, yaml.safe_load(p.read_text()) or {}, free_form=free_form)
+    return apply_overrides(cfg, list(overrides), free_form)

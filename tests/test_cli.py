@@ -61,3 +61,35 @@ def test_convert_round_trip(tmp_path, capsys):
     np.testing.assert_array_equal(a, b)
     _one_error_line(capsys, ["convert", "flax-to-hf", str(tmp_path / "hf"), str(tmp_path / "x")],
                     "not a jaxunlearn Flax directory")
+
+
+def test_demo_yaml_states_the_embedded_default():
+    from pathlib import Path
+
+    from jaxunlearn.demo.run import demo_setting
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    for quick in (False, True):
+        assert demo_setting(path, quick=quick) == demo_setting(quick=quick)
+    full, quick = demo_setting(), demo_setting(quick=True)
+    assert full["world"]["n_profiles"] == 20 and quick["world"]["n_profiles"] == 10
+    tuned = demo_setting(path, ["methods.ga.lr=0.1", "run=[ga]"])
+    assert tuned["methods"]["ga"] == {**full["methods"]["ga"], "lr": 0.1}
+    assert tuned["run"] == ["ga"]
+
+
+def test_demo_bad_inputs_one_line(capsys, tmp_path):
+    _one_error_line(capsys, ["demo", "--out", str(tmp_path), "vanila_epochs=3"],
+                    "did you mean 'vanilla_epochs'")
+    _one_error_line(capsys, ["demo", "--out", str(tmp_path), "run=[ga,gaa]"],
+                    "unknown method 'gaa'")
+    _one_error_line(capsys, ["demo", "--config", str(tmp_path / "nope.yaml")], "not found")
+
+
+def test_demo_refuses_to_resume_another_setting(tmp_path):
+    from jaxunlearn.demo.run import _check_same_setting
+
+    _check_same_setting(tmp_path / "demo_setting.json", {"a": 1})
+    _check_same_setting(tmp_path / "demo_setting.json", {"a": 1})
+    with pytest.raises(ValueError, match="another setting; rerun with --fresh"):
+        _check_same_setting(tmp_path / "demo_setting.json", {"a": 2})

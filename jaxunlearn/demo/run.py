@@ -24,22 +24,15 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Sequence
 
 from jaxunlearn.demo.tiny import TinyWorldConfig, tiny_llava_hf_config
 
-FULL = {
-    "world": TinyWorldConfig(seed=0, n_profiles=20, n_celebrities=8, image_size=32, patch=8,
-                             vocab_size=1024, text_layers=2, text_hidden=128, batch_size=16),
-    "n_eval": (3, 3, 2), "pretrain_epochs": 10, "vanilla_epochs": 20, "lr": 3e-3,
-    "eval_profiles": 8, "max_questions": 24,
-}
-QUICK = {
-    "world": TinyWorldConfig(seed=0, n_profiles=10, n_celebrities=4, image_size=32, patch=8,
-                             vocab_size=768, text_layers=2, text_hidden=128, batch_size=16),
-    "n_eval": (2, 2, 1), "pretrain_epochs": 4, "vanilla_epochs": 20, "lr": 3e-3,
-    "eval_profiles": 4, "max_questions": 8,
-}
-
+# The embedded default; configs/demo.yaml states the same values with every key documented
+# (a test keeps the two equal). `quick` holds what `--quick` replaces.
+_WORLD = dataclasses.asdict(TinyWorldConfig(seed=0, n_profiles=20, n_celebrities=8,
+                                            image_size=32, patch=8, vocab_size=1024,
+                                            text_layers=2, text_hidden=128, batch_size=16))
 # method -> config overrides for the tiny model (each method's defaults are set for 7B
 # models: lr 1e-5 and LoRA where published; a 1M-parameter model trained from scratch needs
 # larger steps)
@@ -56,6 +49,51 @@ METHODS = {
     # vision-only: more, smaller steps; prune 5% of vision neurons by I_u first
     "vkd": {**_GRAD, "lr": 1e-3, "epochs": 20, "prune_fraction": 0.05},
 }
+DEMO_DEFAULTS = {
+    "world": _WORLD,
+    "n_eval": [3, 3, 2],
+    "pretrain_epochs": 10,
+    "vanilla_epochs": 20,
+    "lr": 3e-3,
+    "warmup_steps": 10,
+    "bucket_size": 128,
+    "eval_profiles": 8,
+    "max_questions": 24,
+    "run": list(METHODS),
+    "methods": METHODS,
+    "quick": {
+        "world": {**_WORLD, "n_profiles": 10, "n_celebrities": 4, "vocab_size": 768},
+        "n_eval": [2, 2, 1],
+        "pretrain_epochs": 4,
+        "vanilla_epochs": 20,
+        "eval_profiles": 4,
+        "max_questions": 8,
+    },
+}
+
+
+def demo_setting(config: str | Path | None = None, overrides: Sequence[str] = (),
+                 quick: bool = False) -> dict:
+    """The demo's resolved setting: embedded default <- YAML file <- dotted overrides, then
+    (with `quick`) the `quick:` section on top. Unknown keys and methods are errors."""
+    from jaxunlearn.config import load_config, merge_into
+    from jaxunlearn.methods.base import available, get_method
+
+    # every registered method has an entry (its defaults unless tuned above); the options
+    # inside an entry are checked by the method registry, not by the config loader
+    names = available()
+    defaults = {**DEMO_DEFAULTS, "methods": {n: dict(METHODS.get(n, {})) for n in names}}
+    free_form = frozenset(("methods", n) for n in names)
+    cfg = load_config(config, overrides, defaults=defaults, free_form=free_form)
+    quick_part = cfg.pop("quick")
+    if quick:
+        cfg = merge_into(cfg, quick_part, free_form=free_form)
+    for name in cfg["run"]:
+        get_method(name)  # one clear error for an unknown method
+        if name not in cfg["methods"]:
+            raise ValueError(f"demo run lists {name!r} but methods has no {name!r} entry; add "
+                             f"methods.{name} (an empty mapping uses the method's defaults)")
+    return cfg
 
 
 def _log(msg: str) -> None:
@@ -73,6 +111,19 @@ def _finish(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
+def _check_same_setting(path: Path, setting: dict) -> None:
+    """Record the setting of a new run; refuse to resume a run made with another one."""
+    text = json.dumps(setting, sort_keys=True, indent=1)
+    if path.is_file():
+        if path.read_text() != text:
+            raise ValueError(f"{path.parent} holds a demo run made with another setting; rerun "
+                             "with --fresh or choose another --out")
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _fresh_tmp(final: Path) -> Path:
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -81,8 +132,11 @@ def _fresh_tmp(final: Path) -> Path:
 
 
 def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
-             methods: dict | None = None) -> dict:
-    """Run (or resume) the demo in `out`; returns the report dict."""
+             setting: dict | None = None) -> dict:
+    """Run (or resume) the demo in `out`; returns the report dict.
+
+    `setting` is a resolved `demo_setting(...)` (default: the embedded one, quick or full).
+    A rerun resumes only with the same setting; `fresh` starts over."""
     from transformers import AutoTokenizer
 
     from jaxunlearn.checkpoint.hf import load_pretrained, model_from_config, save_pretrained
@@ -94,13 +148,14 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
     from jaxunlearn.demo.vanilla import train_on_qa
     from jaxunlearn.train.finetune import TrainConfig
 
-    setting = QUICK if quick else FULL
-    methods = METHODS if methods is None else methods
-    w: TinyWorldConfig = setting["world"]
+    setting = demo_setting(quick=quick) if setting is None else setting
+    methods = {name: setting["methods"][name] for name in setting["run"]}
+    w = TinyWorldConfig(**setting["world"])
     out = Path(out)
     if fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_same_setting(out / "demo_setting.json", {**setting, "quick_flag": quick})
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -119,7 +174,7 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
 
     # 1-2. data and tokenizer
     synth = SynthConfig(seed=w.seed, n_profiles=w.n_profiles, n_celebrities=w.n_celebrities,
-                        image_size=w.image_size, n_eval=setting["n_eval"])
+                        image_size=w.image_size, n_eval=tuple(setting["n_eval"]))
     data_dir = stage("data", out / "data", lambda tmp: write_synthetic(tmp, synth))
     bench = load_mllmu(data_dir)
     tok_dir = stage("tokenizer", out / "tokenizer",
@@ -128,9 +183,9 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
     hf_config = tiny_llava_hf_config(tok, w)
     pipe = PipelineConfig(family="llava", batch_size=w.batch_size,
                           image_token_count=hf_config["image_seq_length"],
-                          image=ClipImageConfig(w.image_size, w.image_size), bucket_size=128,
-                          max_length=256, seed=w.seed)  # one length bucket: few compilations
-    tcfg = TrainConfig(lr=setting["lr"], warmup_steps=10, clip_norm=1.0)
+                          image=ClipImageConfig(w.image_size, w.image_size),
+                          bucket_size=setting["bucket_size"], max_length=256, seed=w.seed)
+    tcfg = TrainConfig(lr=setting["lr"], warmup_steps=setting["warmup_steps"], clip_norm=1.0)
 
     def save_model(model, tmp):
         save_pretrained(model, tmp / "hf")
@@ -224,8 +279,7 @@ def write_demo_report(report_dir: Path, records, model, setting, method_reports,
     from jaxunlearn.eval.report import markdown_table, write_run_report
 
     report_dir.mkdir(parents=True, exist_ok=True)
-    config = {"quick": quick, "world": dataclasses.asdict(setting["world"]),
-              **{k: v for k, v in setting.items() if k != "world"},
+    config = {"quick": quick, **setting,
               "methods": {k: v.get("config") for k, v in method_reports.items()},
               "timings_s": timings}
     write_run_report(report_dir, config, model_fingerprint(model), records)
