@@ -169,3 +169,22 @@ def test_mixed_modalities_rejected(bench, tok) -> None:
     with pytest.raises(ValueError, match="max_length"):
         list(make_dataset(qa_records(bench.profiles[:1], "llava", modality="text"), tok,
                           long_cfg))
+
+
+def test_length_grouping_keeps_every_example_and_cuts_padding(bench, tok) -> None:
+    records = (qa_records(bench.profiles, "llava", modality="text")
+               + question_records(bench.profiles, "llava", modality="text"))
+    grouped_cfg = dataclasses.replace(CFG, group_by_length=4, bucket_size=16)
+    plain = list(make_dataset(records, tok, dataclasses.replace(CFG, bucket_size=16)))
+    grouped = list(make_dataset(records, tok, grouped_cfg))
+    assert sorted(sum(map(_rows, grouped), [])) == sorted(sum(map(_rows, plain), []))
+    assert [_rows(b) for b in make_dataset(records, tok, grouped_cfg)] == list(map(_rows, grouped))
+    waste = lambda bs: sum(b["input_ids"].size - b["attention_mask"].sum() for b in bs)  # noqa: E731
+    assert waste(grouped) < 0.7 * waste(plain), (waste(grouped), waste(plain))
+    for b in grouped:  # answer positions follow the loss mask in grouped batches too
+        assert (b["answer_index"] >= 0).sum() == b["loss_mask"][:, 1:].sum()
+    two = list(make_dataset(records, tok, dataclasses.replace(grouped_cfg, num_epochs=2)))
+    assert len(two) == 2 * len(grouped) and list(map(_rows, two[len(grouped):])) != \
+        list(map(_rows, grouped))
+    with pytest.raises(ValueError, match="group_by_length needs a finite num_epochs"):
+        make_dataset(records, tok, dataclasses.replace(grouped_cfg, num_epochs=None))

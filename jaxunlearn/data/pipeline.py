@@ -98,6 +98,10 @@ class PipelineConfig:
     shuffle: bool = True
     num_epochs: int | None = 1  # None: repeat forever
     drop_remainder: bool = False  # False: the last batch is padded with masked-out rows
+    # > 0: batch examples of similar length. After the seeded shuffle, each run of
+    # group_by_length * batch_size examples is sorted by token count and cut into batches,
+    # and the batch order is shuffled again: less padding, still a random order of batches.
+    group_by_length: int = 0
     shard_index: int | None = None  # None: jax.process_index()
     shard_count: int | None = None  # None: jax.process_count()
 
@@ -181,15 +185,55 @@ def make_dataset(records: Sequence[Record], tokenizer: Any, config: PipelineConf
                          "modality or use make_mixed_dataset")
     if not records:
         raise ValueError("no records to batch; check the split and filters")
-    ds = grain.MapDataset.source(_shard(records, config))
+    pad_id = _pad_id(tokenizer)
+    records = _shard(records, config)
+    if config.group_by_length > 0:
+        if config.num_epochs is None:
+            raise ValueError("group_by_length needs a finite num_epochs (each epoch is grouped "
+                             "with its own seed)")
+        lengths = [token_count(r, tokenizer, config) for r in records]
+        groups = [idx for epoch in range(config.num_epochs)
+                  for idx in length_grouped_batches(lengths, config.batch_size,
+                                                    config.group_by_length, config.seed + epoch,
+                                                    config.shuffle, config.drop_remainder)]
+        return grain.MapDataset.source(groups).map(lambda idx: collate(
+            [encode_record(records[i], tokenizer, config, image_fn) for i in idx], config,
+            pad_id))
+    ds = grain.MapDataset.source(records)
     if config.shuffle:
         ds = ds.shuffle(seed=config.seed)
     if config.num_epochs != 1:
         ds = ds.repeat(config.num_epochs)
-    pad_id = _pad_id(tokenizer)
     ds = ds.map(lambda r: encode_record(r, tokenizer, config, image_fn))
     return ds.batch(config.batch_size, drop_remainder=config.drop_remainder,
                     batch_fn=lambda exs: collate(exs, config, pad_id))
+
+
+def token_count(record: Record, tokenizer: Any, config: PipelineConfig) -> int:
+    """Length of a record's encoded example (image placeholders included)."""
+    ex = T.encode_example(tokenizer, config.family, record["prompt"], record["answer"],
+                          config.image_token_count if record["image"] is not None else 0)
+    return len(ex["input_ids"])
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, group: int, seed: int,
+                           shuffle: bool = True, drop_remainder: bool = False) -> list[list[int]]:
+    """Index lists of batches whose members have similar lengths (see
+    ``PipelineConfig.group_by_length``). Every index appears exactly once (the last batch
+    may be short unless ``drop_remainder``)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
+    span = batch_size * group
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span].tolist(), key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    # every chunk but the last is a whole number of batches: one short batch at most
+    if drop_remainder:
+        batches = [b for b in batches if len(b) == batch_size]
+    if shuffle:
+        batches = [batches[int(i)] for i in rng.permutation(len(batches))]
+    return batches
 
 
 def interleave(datasets: Sequence[grain.MapDataset], seed: int,
