@@ -76,6 +76,9 @@ def test_demo_yaml_states_the_embedded_default():
     tuned = demo_setting(path, ["methods.ga.lr=0.1", "run=[ga]"])
     assert tuned["methods"]["ga"] == {**full["methods"]["ga"], "lr": 0.1}
     assert tuned["run"] == ["ga"]
+    assert demo_setting(None, ["vanilla_epochs=7"], quick=True)["vanilla_epochs"] == 7
+    assert demo_setting(None, ["quick.vanilla_epochs=7"], quick=True)["vanilla_epochs"] == 7
+    assert demo_setting(None, ["quick.vanilla_epochs=7"])["vanilla_epochs"] == 20
 
 
 def test_demo_bad_inputs_one_line(capsys, tmp_path):

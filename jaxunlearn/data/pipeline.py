@@ -10,7 +10,7 @@ A *record* is a dict ``{"prompt", "answer", "image", "modality", "profile_id", "
   target of the logits at t-1; use ``logits[:, :-1]`` against ``input_ids[:, 1:]`` weighted by
   ``loss_mask[:, 1:]``,
 - ``answer_index`` int32 [B, A]: the positions t-1 of each row's answer tokens t, padded with
-  -1 to a bucket A (losses use it to run the output head on answer positions only),
+  -1 to a power of two A (losses use it to run the output head on answer positions only),
 - ``example_mask`` int32 [B]: 0 for rows that only pad a final short batch,
 - ``pixel_values`` float32 [B, 3, H, W] for multimodal batches only.
 
@@ -102,6 +102,9 @@ class PipelineConfig:
     # group_by_length * batch_size examples is sorted by token count and cut into batches,
     # and the batch order is shuffled again: less padding, still a random order of batches.
     group_by_length: int = 0
+    # width A of answer_index: None = the next power of two of the batch's longest answer
+    # (a few shapes); an int fixes A for every batch (one shape; longer answers are an error)
+    answer_tokens: int | None = None
     shard_index: int | None = None  # None: jax.process_index()
     shard_count: int | None = None  # None: jax.process_count()
 
@@ -151,7 +154,8 @@ def collate(examples: Sequence[dict[str, Any]], config: PipelineConfig, pad_id: 
         sl = slice(0, n) if config.padding_side == "right" else slice(length - n, length)
         ids[i, sl], attn[i, sl], loss[i, sl] = e["input_ids"], 1, e["loss_mask"]
     batch = {"input_ids": ids, "attention_mask": attn, "loss_mask": loss,
-             "answer_index": answer_index(loss, config.buckets()),
+             "answer_index": answer_index(loss, None if config.answer_tokens is None
+                                          else (config.answer_tokens,)),
              "example_mask": (np.arange(B) < len(examples)).astype(np.int32)}
     if "pixel_values" in examples[0]:
         pix = np.stack([e["pixel_values"] for e in examples])

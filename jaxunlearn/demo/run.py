@@ -56,7 +56,9 @@ DEMO_DEFAULTS = {
     "vanilla_epochs": 20,
     "lr": 3e-3,
     "warmup_steps": 10,
-    "bucket_size": 128,
+    "bucket_size": 144,
+    "group_by_length": 0,
+    "answer_tokens": 64,
     "eval_profiles": 8,
     "max_questions": 24,
     "run": list(METHODS),
@@ -74,9 +76,9 @@ DEMO_DEFAULTS = {
 
 def demo_setting(config: str | Path | None = None, overrides: Sequence[str] = (),
                  quick: bool = False) -> dict:
-    """The demo's resolved setting: embedded default <- YAML file <- dotted overrides, then
-    (with `quick`) the `quick:` section on top. Unknown keys and methods are errors."""
-    from jaxunlearn.config import load_config, merge_into
+    """The demo's resolved setting: embedded default <- YAML file <- (with `quick`) the
+    `quick:` section <- dotted overrides. Unknown keys and methods are errors."""
+    from jaxunlearn.config import apply_overrides, load_config, merge_into
     from jaxunlearn.methods.base import available, get_method
 
     # every registered method has an entry (its defaults unless tuned above); the options
@@ -84,10 +86,14 @@ def demo_setting(config: str | Path | None = None, overrides: Sequence[str] = ()
     names = available()
     defaults = {**DEMO_DEFAULTS, "methods": {n: dict(METHODS.get(n, {})) for n in names}}
     free_form = frozenset(("methods", n) for n in names)
-    cfg = load_config(config, overrides, defaults=defaults, free_form=free_form)
+    # order: defaults <- file <- quick.* overrides <- quick section (with --quick) <- the rest
+    # of the overrides, so `--quick vanilla_epochs=12` means 12
+    quick_overrides = [o for o in overrides if o.strip().startswith("quick.")]
+    cfg = load_config(config, quick_overrides, defaults=defaults, free_form=free_form)
     quick_part = cfg.pop("quick")
     if quick:
         cfg = merge_into(cfg, quick_part, free_form=free_form)
+    cfg = apply_overrides(cfg, [o for o in overrides if o not in quick_overrides], free_form)
     for name in cfg["run"]:
         get_method(name)  # one clear error for an unknown method
         if name not in cfg["methods"]:
@@ -184,7 +190,9 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
     pipe = PipelineConfig(family="llava", batch_size=w.batch_size,
                           image_token_count=hf_config["image_seq_length"],
                           image=ClipImageConfig(w.image_size, w.image_size),
-                          bucket_size=setting["bucket_size"], max_length=256, seed=w.seed)
+                          bucket_size=setting["bucket_size"], max_length=256, seed=w.seed,
+                          group_by_length=setting["group_by_length"],
+                          answer_tokens=setting["answer_tokens"])
     tcfg = TrainConfig(lr=setting["lr"], warmup_steps=setting["warmup_steps"], clip_norm=1.0)
 
     def save_model(model, tmp):
