@@ -59,7 +59,6 @@ DEMO_DEFAULTS = {
     "bucket_size": 144,
     "group_by_length": 0,
     "answer_tokens": 64,
-    "workers": 1,
     "eval_profiles": 8,
     "max_questions": 24,
     "run": list(METHODS),
@@ -96,10 +95,7 @@ def demo_setting(config: str | Path | None = None, overrides: Sequence[str] = ()
         cfg = merge_into(cfg, quick_part, free_form=free_form)
     cfg = apply_overrides(cfg, [o for o in overrides if o not in quick_overrides], free_form)
     for name in cfg["run"]:
-        get_method(name)  # one clear error for an unknown method
-        if name not in cfg["methods"]:
-            raise ValueError(f"demo run lists {name!r} but methods has no {name!r} entry; add "
-                             f"methods.{name} (an empty mapping uses the method's defaults)")
+        get_method(name)  # one clear error for an unknown method (every known one has an entry)
     return cfg
 
 
@@ -148,7 +144,8 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
 
     from jaxunlearn.checkpoint.hf import load_pretrained, model_from_config, save_pretrained
     from jaxunlearn.data.mllmu import load_mllmu
-    from jaxunlearn.data.pipeline import qa_records, question_records
+    from jaxunlearn.data.pipeline import PipelineConfig, qa_records, question_records
+    from jaxunlearn.data.processors import ClipImageConfig
     from jaxunlearn.data.synthetic import SynthConfig, write_synthetic
     from jaxunlearn.data.tokenizer import benchmark_tokenizer
     from jaxunlearn.demo.vanilla import train_on_qa
@@ -187,7 +184,12 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
                     lambda tmp: benchmark_tokenizer(bench, tmp, vocab_size=w.vocab_size))
     tok = AutoTokenizer.from_pretrained(tok_dir)
     hf_config = tiny_llava_hf_config(tok, w)
-    pipe = _pipeline(setting, hf_config["image_seq_length"])
+    pipe = PipelineConfig(family="llava", batch_size=w.batch_size,
+                          image_token_count=hf_config["image_seq_length"],
+                          image=ClipImageConfig(w.image_size, w.image_size),
+                          bucket_size=setting["bucket_size"], max_length=256, seed=w.seed,
+                          group_by_length=setting["group_by_length"],
+                          answer_tokens=setting["answer_tokens"])
     tcfg = TrainConfig(lr=setting["lr"], warmup_steps=setting["warmup_steps"], clip_norm=1.0)
 
     def save_model(model, tmp):
@@ -222,29 +224,23 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
     vanilla_dir = stage("vanilla", out / "models" / "vanilla", build_vanilla)
     vanilla = load_pretrained(vanilla_dir / "hf")
 
-    # 5. unlearning: methods are independent stages; with workers > 1 they run in parallel
-    # processes (worth it with more cores than XLA uses for one compilation; on 2 cores two
-    # workers took as long as one: 126 s vs 132 s for the quick demo's eight methods)
-    pending = [n for n in methods if not _done(out / "models" / n)]
-    for name in methods:
-        if name not in pending:
-            _log(f"unlearn {name}: done earlier ({out / 'models' / name})")
-    workers = min(int(setting["workers"]), len(pending))
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    # 5. unlearning
+    from jaxunlearn.methods.base import UnlearnData, run_method
 
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            jobs = {n: pool.submit(unlearn_stage, str(out), n, methods[n], setting)
-                    for n in pending}
-            for n, job in jobs.items():
-                timings[f"unlearn {n}"] = job.result()
-    else:
-        inputs = _unlearn_inputs(out, setting) if pending else None
-        for n in pending:
-            timings[f"unlearn {n}"] = unlearn_stage(str(out), n, methods[n], setting, inputs)
-    method_reports = {n: json.loads((out / "models" / n / "unlearn_report.json").read_text())
-                      for n in methods}
+    data = UnlearnData(tok, dataclasses.replace(pipe, batch_size=8), bench.split("forget_10"),
+                       bench.split("retain_90"), [*bench.profiles, *bench.celebrities])
+    method_reports = {}
+    for name, overrides in methods.items():
+        def build_method(tmp, name=name, overrides=overrides):
+            model, report, artifacts = run_method(name, vanilla, data, overrides)
+            save_model(model, tmp)
+            (tmp / "unlearn_report.json").write_text(json.dumps(report, indent=2, default=str))
+            if artifacts:
+                import numpy as np
+
+                np.savez(tmp / "artifacts.npz", **{k: np.asarray(v) for k, v in artifacts.items()})
+        path = stage(f"unlearn {name}", out / "models" / name, build_method)
+        method_reports[name] = json.loads((path / "unlearn_report.json").read_text())
 
     # 6. evaluation
     from jaxunlearn.eval.evaluate import benchmark_sets, evaluate_model
@@ -277,63 +273,6 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
     _log(f"total {time.perf_counter() - t_start:.1f} s; report in {out / 'report'}")
     print(report["markdown"])
     return report
-
-
-def _pipeline(setting: dict, image_tokens: int):
-    from jaxunlearn.data.pipeline import PipelineConfig
-    from jaxunlearn.data.processors import ClipImageConfig
-
-    w = TinyWorldConfig(**setting["world"])
-    return PipelineConfig(family="llava", batch_size=w.batch_size, image_token_count=image_tokens,
-                          image=ClipImageConfig(w.image_size, w.image_size),
-                          bucket_size=setting["bucket_size"], max_length=256, seed=w.seed,
-                          group_by_length=setting["group_by_length"],
-                          answer_tokens=setting["answer_tokens"])
-
-
-def _unlearn_inputs(out: Path, setting: dict):
-    """(vanilla model, UnlearnData) read back from a demo directory."""
-    from transformers import AutoTokenizer
-
-    from jaxunlearn.checkpoint.hf import load_pretrained
-    from jaxunlearn.data.mllmu import load_mllmu
-    from jaxunlearn.methods.base import UnlearnData
-
-    bench = load_mllmu(out / "data")
-    tok = AutoTokenizer.from_pretrained(out / "tokenizer")
-    vanilla = load_pretrained(out / "models" / "vanilla" / "hf")
-    pipe = _pipeline(setting, int(vanilla.hf_config["image_seq_length"]))
-    data = UnlearnData(tok, dataclasses.replace(pipe, batch_size=8), bench.split("forget_10"),
-                       bench.split("retain_90"), [*bench.profiles, *bench.celebrities])
-    return vanilla, data
-
-
-def unlearn_stage(out: str, name: str, overrides: dict, setting: dict,
-                  inputs: tuple | None = None) -> float:
-    """Stage 5 for one method: unlearn the vanilla model and write OUT/models/<name>
-    (HF export, tokenizer, unlearn_report.json, artifacts.npz). Returns seconds taken.
-    Runs in a worker process when the demo uses several workers."""
-    from jaxunlearn.checkpoint.hf import save_pretrained
-    from jaxunlearn.methods.base import run_method
-
-    out_dir = Path(out)
-    final = out_dir / "models" / name
-    _log(f"unlearn {name} ...")
-    t0 = time.perf_counter()
-    vanilla, data = inputs or _unlearn_inputs(out_dir, setting)
-    tmp = _fresh_tmp(final)
-    model, report, artifacts = run_method(name, vanilla, data, overrides)
-    save_pretrained(model, tmp / "hf")
-    data.tokenizer.save_pretrained(tmp / "hf")
-    (tmp / "unlearn_report.json").write_text(json.dumps(report, indent=2, default=str))
-    if artifacts:
-        import numpy as np
-
-        np.savez(tmp / "artifacts.npz", **{k: np.asarray(v) for k, v in artifacts.items()})
-    _finish(tmp, final)
-    seconds = time.perf_counter() - t0
-    _log(f"unlearn {name}: {seconds:.1f} s")
-    return seconds
 
 
 def write_demo_report(report_dir: Path, records, model, setting, method_reports, timings,
