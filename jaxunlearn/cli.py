@@ -195,7 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from jaxunlearn.host_memory import reuse_freed_host_memory
+
     try:
+        reuse_freed_host_memory()  # CPU runs reuse freed host memory (see host_memory.py)
         return int(args.fn(args) or 0)
     except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

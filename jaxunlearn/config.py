@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
         "synthetic": {"seed": 0, "n_profiles": 100, "n_celebrities": 30, "image_size": 32},
         "batch_size": 8,
         "max_length": 512,
+        "blank_images": False,     # text-only batches carry blank images: one program for both
     },
     "train": {"lr": 1e-4, "schedule": "cosine", "warmup_steps": 0, "weight_decay": 0.0,
               "epochs": 1, "batch_size": 8, "grad_accum": 1, "clip_norm": 1.0,

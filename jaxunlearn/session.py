@@ -56,7 +56,7 @@ def pipeline_for(model, cfg: dict) -> PipelineConfig:
     return PipelineConfig(family=model.family, batch_size=cfg["data"]["batch_size"],
                           image_token_count=model.config.image_seq_length,
                           image=ClipImageConfig(size, size), max_length=cfg["data"]["max_length"],
-                          seed=cfg["train"]["seed"])
+                          seed=cfg["train"]["seed"], blank_images=bool(cfg["data"]["blank_images"]))
 
 
 def unlearn_data(bench: Benchmark, tok: Any, pipe: PipelineConfig, cfg: dict):

@@ -71,6 +71,9 @@ def timed(fn, repeats: int = 1) -> float:
 
 
 def main() -> None:
+    from jaxunlearn.host_memory import reuse_freed_host_memory
+
+    reuse_freed_host_memory()  # both sides run with it (see jaxunlearn/host_memory.py)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--questions", type=int, default=64, help="per task and modality")
     ap.add_argument("--batch-size", type=int, default=16)

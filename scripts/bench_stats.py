@@ -88,6 +88,9 @@ def torch_stats(hf, batches, tau: float):
 
 
 def main() -> None:
+    from jaxunlearn.host_memory import reuse_freed_host_memory
+
+    reuse_freed_host_memory()  # both sides run with it (see jaxunlearn/host_memory.py)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)

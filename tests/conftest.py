@@ -13,6 +13,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
 
+from jaxunlearn.host_memory import reuse_freed_host_memory  # noqa: E402
+
+reuse_freed_host_memory()  # the suite runs with the CLI's host memory setting
+
 
 @pytest.fixture(scope="session")
 def tiny_vanilla(tmp_path_factory):

@@ -96,3 +96,20 @@ def test_demo_refuses_to_resume_another_setting(tmp_path):
     _check_same_setting(tmp_path / "demo_setting.json", {"a": 1})
     with pytest.raises(ValueError, match="another setting; rerun with --fresh"):
         _check_same_setting(tmp_path / "demo_setting.json", {"a": 2})
+
+
+
+def test_host_memory_setting(monkeypatch, capsys, tmp_path):
+    import jax
+
+    from jaxunlearn import host_memory
+
+    # the suite's conftest applied it (no accelerator plugin here): CPU runs reuse memory
+    assert host_memory.reuse_freed_host_memory() is True
+    assert jax.config.read("jax_cpu_enable_async_dispatch") is False
+    with pytest.raises(ValueError, match="JAXUNLEARN_HOST_MALLOC='often'"):
+        host_memory.reuse_freed_host_memory("often")
+    monkeypatch.setenv("JAXUNLEARN_HOST_MALLOC", "often")
+    _one_error_line(capsys, ["data", "synth", "--out", str(tmp_path / "d")],
+                    "JAXUNLEARN_HOST_MALLOC='often' is not one of reuse, default, auto")
+    assert not (tmp_path / "d").exists()

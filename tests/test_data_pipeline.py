@@ -188,3 +188,20 @@ def test_length_grouping_keeps_every_example_and_cuts_padding(bench, tok) -> Non
         list(map(_rows, grouped))
     with pytest.raises(ValueError, match="group_by_length needs a finite num_epochs"):
         make_dataset(records, tok, dataclasses.replace(grouped_cfg, num_epochs=None))
+
+
+def test_blank_images_give_text_batches_the_multimodal_structure(bench, tok) -> None:
+    cfg = dataclasses.replace(CFG, blank_images=True)
+    records = qa_records(bench.profiles, "llava")
+    img = T.image_token_id(tok, "llava")
+    kinds = set()
+    for batch in make_mixed_dataset(records, tok, cfg):
+        assert batch["pixel_values"].shape == (4, 3, 32, 32)
+        multi = bool((batch["input_ids"] == img).any())
+        kinds.add(multi)
+        if not multi:
+            assert not batch["pixel_values"].any()
+    assert kinds == {True, False}
+    with pytest.raises(ValueError, match="blank_images is for the llava family"):
+        make_dataset(qa_records(bench.profiles, "qwen2_vl", modality="text"), tok,
+                     dataclasses.replace(cfg, family="qwen2_vl"))

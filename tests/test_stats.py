@@ -110,6 +110,28 @@ def test_stats_match_hf_hooks(world, modality):
             assert not ours["language"]["n"].any()
 
 
+def test_blank_images_do_not_count(world):
+    """Rows without image tokens (blank images of text-only rows, PipelineConfig.blank_images)
+    add nothing to the vision statistics; the language statistics are unchanged."""
+    cfg, _, model, batches = world
+    text = batches["text"]
+    blank = {**text, "pixel_values": np.zeros_like(batches["multi"]["pixel_values"])}
+    ref, got = (neuron_stats(model, [b], progress=False) for b in (text, blank))
+    assert not got["vision"]["n"].any() and not got["vision"]["S1"].any()
+    for k in ref["language"]:
+        np.testing.assert_allclose(got["language"][k], ref["language"][k], rtol=1e-6, err_msg=k)
+    # a batch mixing image rows and blank rows counts the image rows only
+    multi = batches["multi"]
+    mixed = {k: v.copy() for k, v in multi.items()}
+    mixed["input_ids"][1] = text["input_ids"][1]
+    mixed["pixel_values"][1] = 0.0
+    only = {**multi, "example_mask": multi["example_mask"] * np.array([1, 0, 1, 1], np.int32)}
+    got_v = neuron_stats(model, [mixed], progress=False)["vision"]
+    ref_v = neuron_stats(model, [only], progress=False)["vision"]
+    for k in ref_v:
+        np.testing.assert_allclose(got_v[k], ref_v[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
 def test_mesh_and_accumulation_match_single_batch(world):
     cfg, hf, model, batches = world
     batch = batches["multi"]

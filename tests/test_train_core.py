@@ -156,6 +156,21 @@ def test_answer_positions_loss_equals_full_logits(single_run):
     assert_params_close(sharded, full)
 
 
+def test_blank_images_train_like_text_only_batches(single_run):
+    """A text-only batch with blank images (PipelineConfig.blank_images) trains exactly like
+    the same batch without images: same losses, same parameters, vision side untouched."""
+    model = single_run[0]
+    text = qa_batch(model, seed=3, with_image=False)
+    blank = {**text, "pixel_values": np.zeros((8, 3, 16, 16), np.float32)}
+    ref, ref_losses, _ = run_steps(model, text, 2)
+    got, got_losses, _ = run_steps(model, blank, 2)
+    np.testing.assert_allclose(got_losses, ref_losses, rtol=1e-6)
+    assert_params_close(got, ref, rtol=1e-6)
+    for k in model.params:
+        if k.startswith(("vision_tower", "multi_modal_projector")):
+            np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(ref[k]), err_msg=k)
+
+
 def test_bad_subset_errors(single_run):
     model = single_run[0]
     with pytest.raises(ValueError, match="unknown trainable subset 'vision_mlps'"):

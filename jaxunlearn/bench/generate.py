@@ -42,6 +42,9 @@ def run(batch: int = 8, prompt: int = 96, new: int = 32, repeats: int = 3) -> di
 
 
 def main() -> None:
+    from jaxunlearn.host_memory import reuse_freed_host_memory
+
+    reuse_freed_host_memory()  # both sides run with it (see host_memory.py)
     r = run()
     print(f"greedy generation, ~50M LLaVA, batch {r['batch']}, prompt {r['prompt']}, "
           f"{r['new']} new tokens, torch threads {r['torch_threads']}")

@@ -88,6 +88,9 @@ def run(batch: int = 8, length: int = 128, repeats: int = 5) -> dict:
 
 
 def main() -> None:
+    from jaxunlearn.host_memory import reuse_freed_host_memory
+
+    reuse_freed_host_memory()  # both sides run with it (see host_memory.py)
     r = run()
     print(f"train step, ~{r['params_M']:.1f}M LLaVA, batch {r['batch']} x {r['length']} tokens, "
           f"torch threads {r['torch_threads']}, matmul peak {r['peak_gflops']:.1f} GFLOP/s")

@@ -12,7 +12,8 @@ A *record* is a dict ``{"prompt", "answer", "image", "modality", "profile_id", "
 - ``answer_index`` int32 [B, A]: the positions t-1 of each row's answer tokens t, padded with
   -1 to a power of two A (losses use it to run the output head on answer positions only),
 - ``example_mask`` int32 [B]: 0 for rows that only pad a final short batch,
-- ``pixel_values`` float32 [B, 3, H, W] for multimodal batches only.
+- ``pixel_values`` float32 [B, 3, H, W] for multimodal batches (text-only batches too, all
+  zeros, with ``PipelineConfig.blank_images``).
 
 T is the smallest bucket (multiple of ``bucket_size``, at most ``max_length``) that fits the
 longest example, so jitted steps see a few static shapes. A batch is all-multi or all-text;
@@ -105,6 +106,12 @@ class PipelineConfig:
     # width A of answer_index: None = the next power of two of the batch's longest answer
     # (a few shapes); an int fixes A for every batch (one shape; longer answers are an error)
     answer_tokens: int | None = None
+    # LLaVA only: text-only batches also carry pixel_values (all zeros, and no image tokens
+    # in the prompt), so both modalities share one batch structure and one compiled step.
+    # Exact: no image token means the image features enter nothing and every vision-side
+    # gradient is zero; the cost is one vision-tower pass per text-only batch. Statistics
+    # ignore images of rows without image tokens.
+    blank_images: bool = False
     shard_index: int | None = None  # None: jax.process_index()
     shard_count: int | None = None  # None: jax.process_count()
 
@@ -161,6 +168,9 @@ def collate(examples: Sequence[dict[str, Any]], config: PipelineConfig, pad_id: 
         pix = np.stack([e["pixel_values"] for e in examples])
         pad = np.zeros((B - len(examples), *pix.shape[1:]), np.float32)
         batch["pixel_values"] = np.concatenate([pix, pad]).astype(np.float32)
+    elif config.blank_images:
+        side = config.image.crop_size
+        batch["pixel_values"] = np.zeros((B, 3, side, side), np.float32)
     return batch
 
 
@@ -189,6 +199,9 @@ def make_dataset(records: Sequence[Record], tokenizer: Any, config: PipelineConf
                          "modality or use make_mixed_dataset")
     if not records:
         raise ValueError("no records to batch; check the split and filters")
+    if config.blank_images and config.family != "llava":
+        raise ValueError(f"blank_images is for the llava family (one image per row); "
+                         f"turn it off for {config.family!r}")
     pad_id = _pad_id(tokenizer)
     records = _shard(records, config)
     if config.group_by_length > 0:

@@ -59,6 +59,7 @@ DEMO_DEFAULTS = {
     "bucket_size": 144,
     "group_by_length": 0,
     "answer_tokens": 64,
+    "blank_images": True,
     "eval_profiles": 8,
     "max_questions": 24,
     "run": list(METHODS),
@@ -66,6 +67,7 @@ DEMO_DEFAULTS = {
     "quick": {
         "world": {**_WORLD, "n_profiles": 10, "n_celebrities": 4, "vocab_size": 768},
         "n_eval": [2, 2, 1],
+        "bucket_size": 152,  # the smaller vocabulary makes the longest prompt 149 tokens
         "pretrain_epochs": 3,
         "vanilla_epochs": 12,
         "eval_profiles": 4,
@@ -189,7 +191,8 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
                           image=ClipImageConfig(w.image_size, w.image_size),
                           bucket_size=setting["bucket_size"], max_length=256, seed=w.seed,
                           group_by_length=setting["group_by_length"],
-                          answer_tokens=setting["answer_tokens"])
+                          answer_tokens=setting["answer_tokens"],
+                          blank_images=setting["blank_images"])
     tcfg = TrainConfig(lr=setting["lr"], warmup_steps=setting["warmup_steps"], clip_norm=1.0)
 
     def save_model(model, tmp):

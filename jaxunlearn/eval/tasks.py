@@ -150,6 +150,9 @@ def _batches(examples: Sequence[dict], pipe: PipelineConfig, batch_size: int,
             if "pixel_values" in examples[rows[0]]:
                 batch["pixel_values"] = np.stack(
                     [examples[i]["pixel_values"] for i in rows]).astype(np.float32)
+            elif pipe.blank_images:  # text-only rows share the multimodal executables
+                side = pipe.image.crop_size
+                batch["pixel_values"] = np.zeros((batch_size, 3, side, side), np.float32)
             yield chunk, batch
 
 

@@ -43,12 +43,19 @@ def sample_token(logits: jax.Array, rng: jax.Array | None, temperature: float,
 # kernels reach (measured on the benchmark config: 16 -> 12 ms per step), while for the large
 # products of training they are faster. The option is scoped to this one executable.
 CPU_DECODE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-_STATIC = ("graphdef", "max_new_tokens", "eos_ids", "pad_id", "do_sample", "temperature",
+_STATIC = ("graphdef", "capacity", "eos_ids", "pad_id", "do_sample", "temperature",
            "top_p", "dtype")
 
 
-def _generate_impl(graphdef, params, inputs, rng, *, max_new_tokens: int, eos_ids: tuple,
-              pad_id: int, do_sample: bool, temperature: float, top_p: float, dtype):
+def new_token_capacity(max_new_tokens: int) -> int:
+    """KV-cache room for new tokens: a power of two, at least 64, so that calls with different
+    `max_new_tokens` (e.g. 4, 16 and 50 for the evaluation tasks) share one program."""
+    return max(64, 1 << (int(max_new_tokens) - 1).bit_length())
+
+
+def _generate_impl(graphdef, params, inputs, rng, max_new_tokens, *, capacity: int,
+                   eos_ids: tuple, pad_id: int, do_sample: bool, temperature: float,
+                   top_p: float, dtype):
     module = merge(graphdef, cast_floating(params, dtype))
     lm = module.language_model
     c = lm.c
@@ -56,13 +63,13 @@ def _generate_impl(graphdef, params, inputs, rng, *, max_new_tokens: int, eos_id
     input_ids = inputs.pop("input_ids")
     mask = inputs.pop("attention_mask")
     b, t = input_ids.shape
-    s = t + max_new_tokens
+    s = t + capacity
     embeds, positions = module.embed_inputs(input_ids, mask, dtype=dtype, **inputs)
     cache_dtype = embeds.dtype
     cache = [(jnp.zeros((b, c.num_key_value_heads, s, c.head_dim), cache_dtype),
               jnp.zeros((b, c.num_key_value_heads, s, c.head_dim), cache_dtype))
              for _ in range(c.num_hidden_layers)]
-    key_valid = jnp.concatenate([mask, jnp.zeros((b, max_new_tokens), mask.dtype)], axis=1)
+    key_valid = jnp.concatenate([mask, jnp.zeros((b, capacity), mask.dtype)], axis=1)
     hidden, cache = lm(embeds, positions, key_valid, cache, 0)
     logits = module.lm_logits(hidden[:, -1]).astype(jnp.float32)
     # next position per row: one past the largest position used by its real tokens
@@ -70,7 +77,7 @@ def _generate_impl(graphdef, params, inputs, rng, *, max_new_tokens: int, eos_id
     next_pos = jnp.max(pos_valid.reshape(-1, b, t) if positions.ndim == 3 else pos_valid[None],
                        axis=(0, 2)) + 1
     eos = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
-    out = jnp.full((b, max_new_tokens), pad_id, jnp.int32)
+    out = jnp.full((b, capacity), pad_id, jnp.int32)
     done = jnp.zeros((b,), bool)
 
     def cond(carry):
@@ -118,7 +125,9 @@ def generate(model: Model, input_ids, attention_mask=None, pixel_values=None, *,
     Greedy by default (`do_sample=False`); sampling needs an explicit PRNG key `rng`. Rows that
     finished emit `pad_token_id` (HF's convention); n is `max_new_tokens` or fewer when every
     row finished earlier. Prompts are left-padded further to a multiple of `bucket` so that
-    prompts of similar length share one compilation.
+    prompts of similar length share one compilation, and `max_new_tokens` is a runtime value
+    within a power-of-two cache capacity (`new_token_capacity`), so different lengths of
+    answer share it too.
     """
     ids = np.asarray(input_ids)
     mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
@@ -144,9 +153,10 @@ def generate(model: Model, input_ids, attention_mask=None, pixel_values=None, *,
     inputs = model.host_inputs(ids, mask, pixel_values, extra)
     run = _compiled_generate(jax.default_backend())
     out, steps = run(model.graphdef, model.params, inputs, rng if do_sample else None,
-               max_new_tokens=int(max_new_tokens), eos_ids=tuple(eos), pad_id=int(pad),
-               do_sample=bool(do_sample), temperature=float(temperature), top_p=float(top_p),
-               dtype=model.compute_dtype)
+                     np.int32(max_new_tokens), capacity=new_token_capacity(max_new_tokens),
+                     eos_ids=tuple(eos), pad_id=int(pad), do_sample=bool(do_sample),
+                     temperature=float(temperature), top_p=float(top_p),
+                     dtype=model.compute_dtype)
     return np.asarray(out)[:, : int(steps)]
 
 

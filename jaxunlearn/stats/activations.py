@@ -17,11 +17,11 @@ statistics are
 (fraction > 0) reads it. Valid tokens: attention_mask 1 and example_mask 1, narrowed by
 `token_scope` for the language model: `all`, `answer` (loss_mask 1 at the token itself) or
 `image` (image placeholder tokens). Vision neurons count every token (CLS included) of every
-image whose example is valid, whatever the scope; a batch may carry `vision_token_mask`
-(shape = the vision MLP input's leading dims) for families whose image rows are not one per
-example. A vision layer the model never runs (LLaVA reads layer -2, so the last CLIP layer is
-skipped) keeps n = 0. Statistics of a group the batch does not reach (vision on text-only
-batches) stay 0.
+image whose example is valid and whose prompt holds image tokens, whatever the scope; a batch
+may carry `vision_token_mask` (shape = the vision MLP input's leading dims) for families whose
+image rows are not one per example. A vision layer the model never runs (LLaVA reads layer
+-2, so the last CLIP layer is skipped) keeps n = 0. Statistics of a group the batch does not
+reach (vision on text-only batches, blank images included) stay 0.
 """
 
 from __future__ import annotations
@@ -95,13 +95,19 @@ def token_weights(batch: Mapping[str, jax.Array], token_scope: str,
     return valid
 
 
-def _vision_weights(batch: Mapping[str, jax.Array], lead: tuple[int, ...]) -> jax.Array:
+def _vision_weights(batch: Mapping[str, jax.Array], lead: tuple[int, ...],
+                    image_token_id: int | None = None) -> jax.Array:
     if "vision_token_mask" in batch:
         return batch["vision_token_mask"].reshape(lead) > 0
     pix = batch.get("pixel_values")
-    if ("example_mask" in batch and pix is not None and pix.ndim == 4
-            and pix.shape[0] == batch["example_mask"].shape[0] and lead[0] == pix.shape[0]):
-        ex = batch["example_mask"] > 0
+    if pix is not None and pix.ndim == 4 and lead[0] == pix.shape[0] == batch["input_ids"].shape[0]:
+        # one image per row (LLaVA): the row must be a valid example that shows its image
+        # (a blank image of a text-only row, see PipelineConfig.blank_images, does not count)
+        ex = jnp.ones((pix.shape[0],), bool)
+        if "example_mask" in batch:
+            ex = ex & (batch["example_mask"] > 0)
+        if image_token_id is not None:
+            ex = ex & jnp.any(batch["input_ids"] == image_token_id, axis=1)
         return jnp.broadcast_to(ex.reshape((-1,) + (1,) * (len(lead) - 1)), lead)
     return jnp.ones(lead, bool)
 
@@ -147,7 +153,7 @@ def _stats_step(graphdef, shape_items, variants, image_token_id, dtype, mesh):
                 for j, (site, scope, tau) in enumerate(variants):
                     v = pre if site == "pre" else z
                     lead = v.shape[:-1]
-                    w = w_lang[scope] if group == "language" else _vision_weights(batch, lead)
+                    w = w_lang[scope] if group == "language" else _vision_weights(batch, lead, image_token_id)
                     found[j][group][i] = _reduce(v, w, tau)
             return fn
 
