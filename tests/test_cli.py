@@ -98,7 +98,6 @@ def test_demo_refuses_to_resume_another_setting(tmp_path):
         _check_same_setting(tmp_path / "demo_setting.json", {"a": 2})
 
 
-
 def test_host_memory_setting(monkeypatch, capsys, tmp_path):
     import jax
 

@@ -66,6 +66,18 @@ def test_greedy_generation_parity(hf_llava):
     ref = ref[:, ids.shape[1]:].numpy()
     assert ours.shape == ref.shape
     np.testing.assert_array_equal(ours, ref)
+    # max_new_tokens is a runtime bound inside one cache capacity: a shorter request reuses
+    # the program and stops exactly at its bound (no EOS, so every row runs to it)
+    from jax import default_backend
+
+    from jaxunlearn.modeling.generate import _compiled_generate
+
+    long = ju.generate(model, ids, mask, pix, max_new_tokens=16, eos_token_id=[], pad_token_id=0)
+    programs = _compiled_generate(default_backend())._cache_size()
+    short = ju.generate(model, ids, mask, pix, max_new_tokens=5, eos_token_id=[], pad_token_id=0)
+    assert _compiled_generate(default_backend())._cache_size() == programs
+    assert long.shape == (ids.shape[0], 16) and short.shape == (ids.shape[0], 5)
+    np.testing.assert_array_equal(short, long[:, :5])
 
 
 def test_export_round_trip_and_legacy_layout(hf_llava, tmp_path):

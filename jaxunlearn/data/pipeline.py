@@ -169,9 +169,14 @@ def collate(examples: Sequence[dict[str, Any]], config: PipelineConfig, pad_id: 
         pad = np.zeros((B - len(examples), *pix.shape[1:]), np.float32)
         batch["pixel_values"] = np.concatenate([pix, pad]).astype(np.float32)
     elif config.blank_images:
-        side = config.image.crop_size
-        batch["pixel_values"] = np.zeros((B, 3, side, side), np.float32)
+        batch["pixel_values"] = blank_pixel_values(config, B)
     return batch
+
+
+def blank_pixel_values(config: PipelineConfig, rows: int) -> np.ndarray:
+    """All-zero images [rows, 3, S, S] for text-only rows (``PipelineConfig.blank_images``)."""
+    side = config.image.crop_size
+    return np.zeros((rows, 3, side, side), np.float32)
 
 
 def _pad_id(tokenizer: Any) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxunlearn.data import templates as T
 from jaxunlearn.data.pipeline import PipelineConfig, bucket_length, encode_record, qa_records
-from jaxunlearn.data.pipeline import question_records
+from jaxunlearn.data.pipeline import blank_pixel_values, question_records
 from jaxunlearn.data.schema import LETTERS, Profile, Question
 from jaxunlearn.eval import metrics as M
 from jaxunlearn.eval.records import make_record
@@ -151,8 +151,7 @@ def _batches(examples: Sequence[dict], pipe: PipelineConfig, batch_size: int,
                 batch["pixel_values"] = np.stack(
                     [examples[i]["pixel_values"] for i in rows]).astype(np.float32)
             elif pipe.blank_images:  # text-only rows share the multimodal executables
-                side = pipe.image.crop_size
-                batch["pixel_values"] = np.zeros((batch_size, 3, side, side), np.float32)
+                batch["pixel_values"] = blank_pixel_values(pipe, batch_size)
             yield chunk, batch
 
 
