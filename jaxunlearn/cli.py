@@ -115,6 +115,28 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-5")
 
 
+def _train_epilog() -> str:
+    import dataclasses
+
+    from jaxunlearn.train.driver import TrainConfig
+
+    keys = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
+    return f"train: keys (train.KEY=VALUE; configs/README.md): {keys}"
+
+
+def _methods_epilog() -> str:
+    import dataclasses
+
+    from jaxunlearn.methods.base import available, get_method
+
+    lines = ["methods and their method.options keys (configs/README.md):"]
+    for name in available():
+        spec = get_method(name)
+        keys = ", ".join(f.name for f in dataclasses.fields(spec.options)) or "(none)"
+        lines.append(f"  {name}{'' if spec.trains else ' (does not train)'}: {keys}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="jaxunlearn", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -141,11 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("dir")
     p.set_defaults(fn=cmd_data)
 
-    p = sub.add_parser("finetune", help="vanilla fine-tuning on a benchmark's training QA")
+    p = sub.add_parser("finetune", help="vanilla fine-tuning on a benchmark's training QA",
+                       epilog=_train_epilog())
     _experiment_args(p)
     p.set_defaults(fn=cmd_finetune)
 
-    p = sub.add_parser("unlearn", help="run one unlearning method")
+    p = sub.add_parser("unlearn", help="run one unlearning method",
+                       epilog=_train_epilog() + "\n" + _methods_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", help="method name (overrides method.name)")
     p.add_argument("--model", help="HF model directory (overrides model.checkpoint)")
     _experiment_args(p)
@@ -166,14 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="neuron masks")
     psub = p.add_subparsers(dest="prune_cmd", required=True)
     q = psub.add_parser("apply", help="apply saved masks to a fresh HF checkpoint")
-    q.add_argument("--masks", required=True, help="masks .npz written by manu / pruning")
+    q.add_argument("--masks", required=True, help="the output directory of `unlearn` with a "
+                   "pruning method (manu, selective_pruning) or its neuron_masks.npz")
     q.add_argument("--model", required=True, help="HF model directory")
     q.add_argument("--out", required=True, help="output HF directory")
     p.set_defaults(fn=cmd_prune)
 
     p = sub.add_parser("convert", help="convert between HF, Flax (orbax) and PEFT")
     p.add_argument("direction", choices=["hf-to-flax", "flax-to-hf", "peft"])
-    p.add_argument("src", help="source directory")
+    p.add_argument("src", help="source directory (peft: a finetune / unlearn output "
+                   "directory of a LoRA run, or its lora/ folder)")
     p.add_argument("out", help="output directory")
     p.add_argument("--base", help="base HF model (peft: the model the adapter belongs to)")
     p.set_defaults(fn=cmd_convert)

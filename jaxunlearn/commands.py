@@ -9,8 +9,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from jaxunlearn import session
 
 
@@ -57,38 +55,34 @@ def finetune_command(cfg: dict) -> Path:
     model = model.replace(params=result.params)
     path = _save_model(model, tok, out)
     if result.lora is not None:
+        from jaxunlearn.methods.base import save_lora
+
         save_lora(result.lora, tcfg.lora_config(), out / "lora")
     _atomic_json(out / "finetune_report.json", result.report)
     print(f"fine-tuned model written to {path}")
     return path
 
 
-def save_lora(lora: dict, lora_cfg, out_dir: Path) -> Path:
-    """jaxunlearn's own LoRA format: lora.npz + lora_config.json (convert peft -> PEFT dir)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(out_dir / "lora.npz", **{k: np.asarray(v) for k, v in lora.items()})
-    (out_dir / "lora_config.json").write_text(json.dumps(dataclasses.asdict(lora_cfg)))
-    return out_dir
-
-
 def unlearn_command(cfg: dict, model_dir: str | None = None) -> Path:
-    """Run `method.name` with `method.options` on forget_split / retain_split."""
-    from jaxunlearn.methods.base import get_method, run_method
+    """Run `method.name` with `method.options` (and the `train:` section for methods that
+    train) on forget_split / retain_split. Writes the `MethodResult` files (result.json,
+    neuron_masks.npz, param_masks.npz, lora/; see `methods.base`) and the HF model in model/."""
+    from jaxunlearn.methods.base import get_method, resolve_options, run_method
 
-    get_method(cfg["method"]["name"])  # fail fast on an unknown method
+    spec = get_method(cfg["method"]["name"])  # fail fast: unknown method, options, train keys
+    options = resolve_options(spec, cfg["method"]["options"])
+    train = session.train_config(cfg)
     model = session.load_model(cfg, model_dir)
     tok = session.load_tokenizer(cfg, model)
     bench = session.load_benchmark(cfg)
     pipe = session.pipeline_for(model, cfg)
     data = session.unlearn_data(bench, tok, pipe, cfg)
     out = _out(cfg)
-    new_model, report, artifacts = run_method(cfg["method"]["name"], model, data,
-                                              cfg["method"]["options"])
-    if artifacts:
-        np.savez(out / "artifacts.npz", **{k: np.asarray(v) for k, v in artifacts.items()})
-    _atomic_json(out / "unlearn_report.json", report)
-    path = _save_model(new_model, tok, out) if cfg["output"]["export_hf"] else None
-    print(f"unlearned with {cfg['method']['name']}: {path or out}")
+    result = run_method(spec.name, model, data, options, train=train)
+    result.save(out)
+    _atomic_json(out / "unlearn_report.json", result.report)
+    path = _save_model(result.model(model), tok, out) if cfg["output"]["export_hf"] else None
+    print(f"unlearned with {spec.name}: {path or out}")
     return out
 
 
@@ -127,16 +121,13 @@ def convert_command(direction: str, src: str, out: str, base: str | None = None)
         model = template.replace(params=dict(params), source_dir=str(src_p))
         save_pretrained(model, out_p)
     elif direction == "peft":
-        from jaxunlearn.train.lora import LoraConfig, save_peft_adapter
+        from jaxunlearn.checkpoint.peft import save_peft_adapter
+        from jaxunlearn.methods.base import load_lora
 
         if base is None:
             raise ValueError("convert peft needs --base HF_MODEL_DIR (the model the adapter "
                              "was trained on)")
-        if not (src_p / "lora.npz").is_file():
-            raise FileNotFoundError(f"{src_p}/lora.npz not found; pass the lora/ directory "
-                                    "that `finetune` writes with train.lora=true")
-        lora = dict(np.load(src_p / "lora.npz"))
-        lcfg = LoraConfig(**json.loads((src_p / "lora_config.json").read_text()))
+        lora, lcfg = load_lora(src_p)  # a lora/ dir, or a finetune / unlearn output dir
         save_peft_adapter(lora, lcfg, load_pretrained(base), out_p)
     else:
         raise ValueError(f"unknown conversion {direction!r}")
@@ -150,28 +141,40 @@ _EVAL_EXTRA = ("sets", "tasks", "modalities", "max_profiles", "judge")
 
 
 def eval_config(cfg: dict):
-    """EvalConfig from the `eval:` section (its non-EvalConfig keys removed)."""
+    """EvalConfig from the `eval:` section (its non-EvalConfig keys removed), validated."""
     from jaxunlearn.eval.tasks import EvalConfig
+    from jaxunlearn.train.typed import build
 
-    return EvalConfig(**{k: v for k, v in cfg["eval"].items() if k not in _EVAL_EXTRA})
+    return build(EvalConfig, {k: v for k, v in cfg["eval"].items() if k not in _EVAL_EXTRA},
+                 "eval")
 
 
 def judge_from(cfg: dict):
+    """The LLM judge of `eval.judge` (or the JAXUNLEARN_JUDGE_* environment), or None."""
     from jaxunlearn.eval.judge import Judge
 
     return Judge.from_env_or_config(cfg["eval"].get("judge") or None)
 
 
-def evaluate_command(cfg: dict, model_dir: str | None = None, name: str = "model") -> Path:
-    """Evaluate one model on the MLLMU-Bench sets of `data.forget_split`."""
-    from jaxunlearn.eval.evaluate import benchmark_sets, evaluate_model
-    from jaxunlearn.eval.protocols import model_fingerprint
-    from jaxunlearn.eval.report import markdown_table, write_run_report
+def evaluator_for(cfg: dict, model_dir: str | None = None):
+    """(Evaluator, benchmark) of an experiment config: model, tokenizer, pipeline, `eval:`
+    settings and judge."""
+    from jaxunlearn.eval.evaluate import Evaluator
 
+    settings, judge = eval_config(cfg), judge_from(cfg)  # config errors before loading
     model = session.load_model(cfg, model_dir)
     tok = session.load_tokenizer(cfg, model)
     bench = session.load_benchmark(cfg)
     pipe = session.pipeline_for(model, cfg)
+    return Evaluator(model, tok, pipe, settings, judge), bench
+
+
+def evaluate_command(cfg: dict, model_dir: str | None = None, name: str = "model") -> Path:
+    """Evaluate one model on the MLLMU-Bench sets of `data.forget_split`."""
+    from jaxunlearn.eval.evaluate import benchmark_sets
+    from jaxunlearn.eval.report import markdown_table, model_fingerprint, write_run_report
+
+    ev, bench = evaluator_for(cfg, model_dir)
     sets = benchmark_sets(bench, cfg["data"]["forget_split"], cfg["data"]["retain_split"],
                           max_profiles=cfg["eval"]["max_profiles"])
     unknown = set(cfg["eval"]["sets"]) - set(sets)
@@ -179,71 +182,48 @@ def evaluate_command(cfg: dict, model_dir: str | None = None, name: str = "model
         raise ValueError(f"eval.sets names {sorted(unknown)}; available: {sorted(sets)}")
     sets = {k: v for k, v in sets.items() if k in cfg["eval"]["sets"]}
     out = _out(cfg)
-    records = evaluate_model(model, tok, None, pipe, sets, tasks=cfg["eval"]["tasks"],
-                             modalities=cfg["eval"]["modalities"], cfg=eval_config(cfg),
-                             judge=judge_from(cfg), method=name)
-    write_run_report(out, cfg, model_fingerprint(model), records)
+    records = ev.records(sets, tasks=cfg["eval"]["tasks"], modalities=cfg["eval"]["modalities"],
+                         method=name)
+    write_run_report(out, cfg, model_fingerprint(ev.model), records)
     md = markdown_table(records, vanilla=name)
     (out / "report.md").write_text(md)
     print(md)
     return out
 
 
-PULSE_SCENARIOS = ("finetuned", "pretrained", "sequential", "update_target")
-
-
-def protocol_function(name: str, options: dict):
-    """(function, keyword arguments) of a protocol; unknown option keys are errors."""
-    import difflib
-    import inspect
-
-    from jaxunlearn.eval import protocols as P
-
-    options = dict(options)
-    if name == "pulse":
-        scenario = options.pop("scenario", "sequential")
-        if scenario not in PULSE_SCENARIOS:
-            raise ValueError(f"protocol.options.scenario {scenario!r}: use one of "
-                             f"{', '.join(PULSE_SCENARIOS)}")
-        fn = {"finetuned": P.pulse_finetuned, "pretrained": P.pulse_pretrained,
-              "sequential": P.pulse_sequential, "update_target": P.update_target_sweep}[scenario]
-    else:
-        fn = {"mllmu": P.mllmu_protocol, "smllmun": P.smllmun_protocol,
-              "relearn": P.relearning_attack}.get(name)
-        if fn is None:
-            raise ValueError(f"unknown protocol {name!r}; use mllmu, pulse, smllmun or relearn")
-    reserved = {"model", "tokenizer", "benchmark", "pipe", "method", "overrides", "cfg",
-                "judge", "out_dir", "generate_fn", "forget", "train_cfg"}
-    allowed = set(inspect.signature(fn).parameters) - reserved
-    for key in options:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {sorted(allowed)}"
-            raise ValueError(f"unknown protocol option {key!r} for {name}{hint}")
-    return fn, options
+# `eval:` keys that only `evaluate` reads; a protocol has its own (protocol.options)
+_PROTOCOL_UNREAD = {"sets": "the protocol's sets", "tasks": "protocol.options.tasks",
+                    "modalities": "both modalities", "max_profiles":
+                    "protocol.options.max_profiles"}
 
 
 def protocol_command(name: str, cfg: dict, model_dir: str | None = None) -> Path:
     """Run an evaluation protocol; writes report.json / report.md / plots to output.dir."""
-    import inspect
+    from jaxunlearn.config import DEFAULTS
+    from jaxunlearn.eval.protocols import Study, resolve_protocol
 
-    fn, options = protocol_function(name, cfg["protocol"]["options"])
-    model = session.load_model(cfg, model_dir)
-    tok = session.load_tokenizer(cfg, model)
-    bench = session.load_benchmark(cfg)
-    pipe = session.pipeline_for(model, cfg)
+    spec, options = resolve_protocol(name, cfg["protocol"]["options"])  # fail fast
+    for key, instead in _PROTOCOL_UNREAD.items():
+        if cfg["eval"][key] != DEFAULTS["eval"][key]:
+            raise ValueError(f"eval.{key} is read by `evaluate`, not by `protocol` (which "
+                             f"uses {instead}); remove it")
+    unread = ["retain_split"] + (["forget_split"] if spec.name != "relearn" else [])
+    for key in unread:  # the protocols name their splits in protocol.options
+        if cfg["data"][key] != DEFAULTS["data"][key]:
+            raise ValueError(f"data.{key} is not read by protocol {spec.name}; its splits are "
+                             f"protocol.options (see configs/README.md); remove it")
+    train = session.train_config(cfg)  # the method's training; relearn: the attacker's
+    if spec.name != "relearn":
+        from jaxunlearn.methods.base import get_method, resolve_options
+
+        resolve_options(get_method(cfg["method"]["name"]), cfg["method"]["options"])
+    elif cfg["method"]["options"]:  # relearn attacks an unlearned model; method.name labels it
+        raise ValueError("method.options is not read by protocol relearn (it fine-tunes an "
+                         "already unlearned model with train:); remove it")
+    ev, bench = evaluator_for(cfg, model_dir)
     out = _out(cfg)
-    params = inspect.signature(fn).parameters
-    kw = dict(options, cfg=eval_config(cfg), out_dir=out)
-    if "judge" in params:
-        kw["judge"] = judge_from(cfg)
-    if "train_cfg" in params:
-        kw["train_cfg"] = session.train_config(cfg)
-    if name == "relearn":
-        fn(model, tok, bench.split(cfg["data"]["forget_split"]), pipe,
-           method=cfg["method"]["name"], **kw)
-    else:
-        fn(model, tok, bench, pipe, cfg["method"]["name"], overrides=cfg["method"]["options"],
-           **kw)
-    print(f"protocol {name}: report in {out}")
+    study = Study(bench, cfg["method"]["name"], dict(cfg["method"]["options"]), train=train,
+                  forget_split=cfg["data"]["forget_split"], out_dir=out)
+    spec.run(ev, study, options)
+    print(f"protocol {spec.name}: report in {out}")
     return out

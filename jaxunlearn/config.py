@@ -1,52 +1,73 @@
 """Experiment configs: YAML files + dotted command-line overrides, validated against defaults.
 
 Every key that exists is in `DEFAULTS` (documented in `configs/README.md`); an unknown key is
-an error naming the closest valid key. `method.options` and `eval.judge` are free-form dicts
-validated by the method registry / the judge client.
+an error naming the closest valid key. The `train:` section is `train.driver.TrainConfig` and
+`eval:` holds `eval.tasks.EvalConfig`'s fields (plus the sets / tasks / judge keys), so their
+keys and defaults are defined once, in those dataclasses. `method.options` is the chosen
+method's typed options (validated by the method registry, `methods.base.resolve_options`),
+`eval.judge` is validated by the judge client.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-DEFAULTS: dict[str, Any] = {
-    "model": {"preset": "tiny-llava", "checkpoint": None},
-    "data": {
-        "dir": None,               # MLLMU-Bench layout directory; None = synthetic benchmark
-        "tokenizer": None,         # tokenizer directory (default: the checkpoint's)
-        "forget_split": "forget_10",
-        "retain_split": "retain_90",
-        "synthetic": {"seed": 0, "n_profiles": 100, "n_celebrities": 30, "image_size": 32},
-        "batch_size": 8,
-        "max_length": 512,
-        "blank_images": False,     # text-only batches carry blank images: one program for both
-    },
-    "train": {"lr": 1e-4, "schedule": "cosine", "warmup_steps": 0, "weight_decay": 0.0,
-              "epochs": 1, "batch_size": 8, "grad_accum": 1, "clip_norm": 1.0,
-              "subset": "all", "deeper_half": False, "lora": False, "lora_rank": 16,
-              "lora_alpha": 32.0, "lora_dropout": 0.0,
-              "lora_targets": r"^language_model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.kernel$",
-              "seed": 0, "remat": False, "checkpoint_every": 0, "keep_checkpoints": 3},
-    "method": {"name": "ga", "options": {}},
-    "protocol": {"options": {}},   # keyword arguments of the protocol function
-    "eval": {"sets": ["forget", "test", "retain", "celebrity"],
-             "tasks": ["classification", "generation", "cloze"],
-             "modalities": ["multi", "text"],
-             "max_profiles": None,        # cap on retain / celebrity profiles evaluated
-             "judge": {},                 # {base_url, model, api_key, ...}; {} = environment / off
-             # jaxunlearn.eval.tasks.EvalConfig fields
-             "batch_size": 8, "classification_tokens": 4, "generation_tokens": 50,
-             "cloze_tokens": 16, "likelihood": True, "likelihood_target": "text",
-             "system_prompt": None, "max_questions": None, "bucket_size": None,
-             "progress": True},
-    "mesh": {"data": -1, "fsdp": 1, "tensor": 1},
-    "output": {"dir": "runs/latest", "export_hf": True},
+EVAL_EXTRA = {
+    "sets": ["forget", "test", "retain", "celebrity"],   # sets evaluated
+    "tasks": ["classification", "generation", "cloze"],
+    "modalities": ["multi", "text"],
+    "max_profiles": None,        # cap on retain / celebrity profiles evaluated
+    "judge": {},                 # {base_url, model, api_key, ...}; {} = environment / off
 }
+
+
+def _train_defaults() -> dict[str, Any]:
+    from jaxunlearn.train.driver import TrainConfig
+    from jaxunlearn.train.typed import defaults
+
+    return defaults(TrainConfig)
+
+
+def _eval_defaults() -> dict[str, Any]:
+    """`eval:` = the keys above + every `jaxunlearn.eval.tasks.EvalConfig` field."""
+    from jaxunlearn.eval.tasks import EvalConfig
+
+    fields = {f.name: copy.deepcopy(getattr(EvalConfig(), f.name))
+              for f in dataclasses.fields(EvalConfig)}
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+    return {**EVAL_EXTRA, **fields}
+
+
+def build_defaults() -> dict[str, Any]:
+    """The defaults of every section; `train` and `eval` come from their dataclasses
+    (`TrainConfig`, `EvalConfig`), so each key is defined once."""
+    return {
+        "model": {"preset": "tiny-llava", "checkpoint": None},
+        "data": {
+            "dir": None,               # MLLMU-Bench layout directory; None = synthetic benchmark
+            "tokenizer": None,         # tokenizer directory (default: the checkpoint's)
+            "forget_split": "forget_10",
+            "retain_split": "retain_90",
+            "synthetic": {"seed": 0, "n_profiles": 100, "n_celebrities": 30, "image_size": 32},
+            "batch_size": 8,
+            "max_length": 512,
+            "blank_images": False,     # text-only batches carry blank images: one program
+        },
+        "train": _train_defaults(),
+        "method": {"name": "ga", "options": {}},  # options: the method's typed options
+        "protocol": {"options": {}},   # keyword arguments of the protocol function
+        "eval": _eval_defaults(),
+        "output": {"dir": "runs/latest", "export_hf": True},
+    }
+
+
+DEFAULTS: dict[str, Any] = build_defaults()
 
 FREE_FORM = {("method", "options"), ("eval", "judge"), ("protocol", "options")}
 
@@ -119,3 +140,47 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
             raise FileNotFoundError(f"config file {p} not found")
         cfg = merge_into(cfg, yaml.safe_load(p.read_text()) or {}, free_form=free_form)
     return apply_overrides(cfg, list(overrides), free_form)
+
+
+# ----------------------------------------------------------------------------- documentation
+
+def _md_value(v: Any) -> str:
+    if v is None:
+        return "`null`"
+    if isinstance(v, bool):
+        return f"`{str(v).lower()}`"
+    if isinstance(v, str) and len(v) > 40:
+        return "(see help)"
+    return f"`{v}`"
+
+
+def _md_table(prefix: str, cls: type) -> list[str]:
+    from jaxunlearn.train.typed import describe
+
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for name, d in describe(cls).items():
+        help_ = d["help"] + (f" ({', '.join(map(str, d['choices']))})"
+                             if "choices" in d and len(d["choices"]) > 1 else "")
+        rows.append(f"| `{prefix}{name}` | {_md_value(d['default'])} | {help_} |")
+    return rows
+
+
+def reference_markdown() -> str:
+    """The generated key reference of `configs/README.md`: the `train:` section and every
+    registered method's `method.options`, from their dataclasses."""
+    from jaxunlearn.methods.base import available, get_method
+    from jaxunlearn.train.driver import TrainConfig
+
+    lines = ["### `train:` (`jaxunlearn.train.TrainConfig`)", "",
+             "Read by `finetune`, by `unlearn` with a method that trains and by the "
+             "fine-tuning protocols; a method that does not train refuses non-default keys.", ""]
+    lines += _md_table("train.", TrainConfig)
+    for name in available():
+        spec = get_method(name)
+        trains = "trains (reads `train:`)" if spec.trains else "does not train"
+        lines += ["", f"### `method.options` of `{name}` ({trains})", "", spec.description, ""]
+        if dataclasses.fields(spec.options):
+            lines += _md_table("", spec.options)
+        else:
+            lines.append("(no options)")
+    return "\n".join(lines) + "\n"

@@ -1,9 +1,9 @@
 """Multi-host launch plans: the command and environment each host runs.
 
-`jaxunlearn` calls `jax.distributed.initialize()` itself when the environment asks for it
-(see `parallel.mesh.maybe_initialize_distributed`); a launcher only has to start one process
-per host with the right variables. `python -m jaxunlearn.launch KIND --hosts N -- ARGS...`
-prints the plan (a dry run); the scripts in `launch/` run it for real.
+A launcher starts one process per host with the right variables; the commands do not
+call `jax.distributed.initialize()` yet (multi-process runs are a separate issue).
+`python -m jaxunlearn.launch KIND --hosts N -- ARGS...` prints the plan (a dry run); the
+scripts in `launch/` run it for real.
 
 Kinds: `local` (one process, this machine), `slurm` (one task per node via `srun`; JAX reads
 the SLURM variables), `tpu` (every worker of a TPU VM pod via `gcloud ... --worker=all`; JAX

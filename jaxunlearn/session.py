@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from jaxunlearn.data.pipeline import PipelineConfig
-from jaxunlearn.data.processors import ClipImageConfig
 from jaxunlearn.data.schema import Benchmark
 
 
@@ -28,7 +27,8 @@ def load_benchmark(cfg: dict) -> Benchmark:
 
 
 def load_model(cfg: dict, checkpoint: str | None = None):
-    from jaxunlearn.modeling.presets import load_preset, model_from_preset
+    from jaxunlearn.checkpoint.hf import model_from_preset
+    from jaxunlearn.modeling.presets import load_preset
 
     preset = load_preset(cfg["model"]["preset"])
     return model_from_preset(preset, checkpoint or cfg["model"].get("checkpoint"))
@@ -47,16 +47,44 @@ def load_tokenizer(cfg: dict, model) -> Any:
         raise FileNotFoundError(f"no tokenizer files in {where}; set data.tokenizer") from e
 
 
+def preprocessor_config(model) -> dict | None:
+    """The model directory's `preprocessor_config.json` as a dict (None when absent)."""
+    import json
+
+    if not model.source_dir:
+        return None
+    path = Path(model.source_dir) / "preprocessor_config.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); fix or remove it") from e
+
+
 def pipeline_for(model, cfg: dict) -> PipelineConfig:
-    """Batching config matching the model's family and image preprocessing."""
-    if model.family != "llava":
-        raise ValueError(f"the training/evaluation data pipeline supports llava models; "
-                         f"{model.family} batches need its processor wiring (see README)")
-    size = model.config.vision.image_size
+    """Batching config matching the model's family and image preprocessing: the family's
+    image encoder (`jaxunlearn.data.images.encoder_for`) from the model config, its
+    `preprocessor_config.json` when present and the family's host-side input preparation."""
+    from jaxunlearn.data.images import ClipImages, encoder_for
+    from jaxunlearn.modeling import registry
+
+    fam = registry.family_for(model.hf_config.get("model_type"))
+    images = encoder_for(model.family, model.config, fam.host_prepare, preprocessor_config(model))
+    if model.family != "llava" and int(cfg["train"].get("grad_accum", 1)) > 1:
+        raise ValueError(f"train.grad_accum={cfg['train']['grad_accum']}: {model.family} batches "
+                         "hold the images of the whole batch and cannot be cut into "
+                         "micro-batches; set train.grad_accum: 1 (raise train.batch_size instead)")
+    blank = bool(cfg["data"]["blank_images"])
+    if blank and model.family != "llava":
+        raise ValueError(f"data.blank_images is for llava models (one image per row); set "
+                         f"data.blank_images: false for {model.family}")
+    extra = {}
+    if isinstance(images, ClipImages):  # keep the LLaVA fields in step with the encoder
+        extra = {"image": images.config, "image_token_count": images.tokens}
     return PipelineConfig(family=model.family, batch_size=cfg["data"]["batch_size"],
-                          image_token_count=model.config.image_seq_length,
-                          image=ClipImageConfig(size, size), max_length=cfg["data"]["max_length"],
-                          seed=cfg["train"]["seed"], blank_images=bool(cfg["data"]["blank_images"]))
+                          images=images, max_length=cfg["data"]["max_length"],
+                          seed=cfg["train"]["seed"], blank_images=blank, **extra)
 
 
 def unlearn_data(bench: Benchmark, tok: Any, pipe: PipelineConfig, cfg: dict):
@@ -69,9 +97,11 @@ def unlearn_data(bench: Benchmark, tok: Any, pipe: PipelineConfig, cfg: dict):
 
 
 def train_config(cfg: dict):
-    from jaxunlearn.train.finetune import TrainConfig
+    """The `train:` section as a validated `TrainConfig`."""
+    from jaxunlearn.train.driver import TrainConfig
+    from jaxunlearn.train.typed import build
 
-    return TrainConfig(**cfg["train"])
+    return build(TrainConfig, cfg["train"], "train")
 
 
 def with_batch(pipe: PipelineConfig, batch_size: int) -> PipelineConfig:

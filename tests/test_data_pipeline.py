@@ -38,9 +38,22 @@ def _rows(batch) -> list[tuple[int, ...]]:
     return out
 
 
+def _qwen_images(tok):
+    """The image encoder of a tiny Qwen2-VL (32x32 images: 64 patches, 16 image tokens)."""
+    from hf_fixtures import tiny_family_config
+
+    from jaxunlearn.data.images import encoder_for
+    from jaxunlearn.modeling.qwen_vl import QwenVLConfig, host_prepare
+
+    config = QwenVLConfig.from_hf(tiny_family_config("qwen2_vl", tok).to_dict())
+    return encoder_for("qwen2_vl", config, host_prepare)
+
+
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
 def test_static_shapes_buckets_and_modality(bench, tok, family: str) -> None:
-    cfg = dataclasses.replace(CFG, family=family)
+    images = _qwen_images(tok) if family == "qwen2_vl" else None
+    cfg = dataclasses.replace(CFG, family=family, images=images)
+    n_tok = 9 if family == "llava" else 16
     records = qa_records(bench.profiles, family) + \
         question_records(bench.profiles[:3], family, which="test")
     ds = make_mixed_dataset(records, tok, cfg)
@@ -57,9 +70,10 @@ def test_static_shapes_buckets_and_modality(bench, tok, family: str) -> None:
         multi = "pixel_values" in batch
         kinds.add(multi)
         if multi:
-            assert batch["pixel_values"].shape == (4, 3, 32, 32)
+            shape = (4, 3, 32, 32) if family == "llava" else (256, 96)  # 4 x 64 patches
+            assert batch["pixel_values"].shape == shape
             assert batch["pixel_values"].dtype == np.float32
-            assert (has_img == 9).all()
+            assert (has_img == n_tok).all()
         else:
             assert (has_img == 0).all()
         # loss only on real tokens, right padding, each valid row has an answer

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -141,3 +142,37 @@ def test_plot_with_no_data_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="pass method="):
         R.plot_sequential(_main_records(), tmp_path / "s.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_step_table_and_protocol_report(tmp_path):
+    recs = _curve_records() + [make_record("manu", "forget", "qa", "multi", "nll", 1.25, 10,
+                                           protocol="sequential", step=0)]
+    table = R.step_table(recs, "sequential", step_label="Request")
+    lines = table.splitlines()
+    assert lines[0] == ("| Request | manu forget multi accuracy | manu retain multi accuracy |")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["0", "1", "2"]
+    assert lines[3].split("|")[2].strip() == "40.0"  # shares in %
+    assert R.step_table(recs, "sequential", task="qa", metrics=("nll",)).splitlines()[2] \
+        == "| 0 | 1.250 |"  # NLL as it is
+    assert R.step_table(recs, "smllmun") == ""
+
+    class FakeModel:
+        params = {"w": np.arange(6.0).reshape(2, 3)}
+
+    def plot(records, path, **kw):
+        return R.plot_sequential(records, path, **kw)
+
+    def empty(records, path, **kw):
+        raise ValueError("nothing to plot")
+
+    paths = R.write_protocol_report(tmp_path, "sequential", {"k": 3}, FakeModel(), recs,
+                                    table, [("seq.png", plot, {"method": "manu"}),
+                                            ("none.png", empty, {})])
+    assert set(paths) == {"seq.png", "report.md", "report.json"}
+    assert (tmp_path / "seq.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert (tmp_path / "report.md").read_text().startswith("# sequential\n\n| Request |")
+    report = R.read_run_report(tmp_path)
+    assert report["config"] == {"protocol": "sequential", "k": 3}
+    assert report["model_hash"] == R.model_fingerprint(FakeModel())
+    assert len(report["model_hash"]) == 16
+    assert R.write_protocol_report(None, "sequential", {}, FakeModel(), recs, table) == {}

@@ -13,7 +13,7 @@ from jaxunlearn.data.schema import Profile, QAPair, Question
 from jaxunlearn.eval import metrics as M
 from jaxunlearn.eval import report as R
 from jaxunlearn.eval import tasks as TK
-from jaxunlearn.eval.evaluate import EvalSet, benchmark_sets, evaluate
+from jaxunlearn.eval.evaluate import EvalSet, Evaluator, benchmark_sets
 from jaxunlearn.eval.judge import JudgeResult
 from jaxunlearn.eval.records import lookup
 
@@ -72,8 +72,8 @@ def test_classification_letter_rule_through_task(tiny_vanilla):
     prof = _profile([_cls(q, gold) for q, gold, _, _ in CLS_CASES])
     gen = fake_generate(tok, {q: out for q, _, out, _ in CLS_CASES})
     cfg = dataclasses.replace(FAST, likelihood=False, batch_size=4)  # 9 questions: 3 batches
-    res = TK.run_task("classification", model, tok, [prof], pipe, TK.Tag(modality="text"),
-                      cfg=cfg, generate_fn=gen)
+    ev = Evaluator(model, tok, pipe, cfg, generate_fn=gen)
+    res = TK.run_task("classification", ev, [prof], TK.Tag(modality="text"))
     want = [ok for *_, ok in CLS_CASES]
     assert [p["correct"] for p in res.predictions] == want
     assert [p["prediction"] for p in res.predictions] == [o.strip() for _, _, o, _ in CLS_CASES]
@@ -95,9 +95,9 @@ def test_cloze_substring_and_degeneration_through_task(tiny_vanilla):
              ("Likes [Blank] (c4).", "juggling", "juggling juggling juggling", True)]
     prof = _profile([Question("cloze", "text", q, a) for q, a, _, _ in cases])
     gen = fake_generate(tok, {q.split("(")[1]: out for q, _, out, _ in cases})
-    res = TK.run_cloze(model, tok, [prof], pipe, TK.Tag(modality="text"),
-                       cfg=dataclasses.replace(FAST, cloze_tokens=50),
-                       generate_fn=gen)
+    ev = Evaluator(model, tok, pipe, dataclasses.replace(FAST, cloze_tokens=50),
+                   generate_fn=gen)
+    res = TK.run_cloze(ev, [prof], TK.Tag(modality="text"))
     assert [p["correct"] for p in res.predictions] == [ok for *_, ok in cases]
     assert lookup(res.records, metric="accuracy") == pytest.approx(0.4)
     # "" is empty and "juggling x3" repetitive: 2 of 5 degenerate
@@ -127,8 +127,8 @@ def test_generation_rouge_and_judge_through_task(tiny_vanilla):
     gen = fake_generate(tok, {q.split("? ")[1]: out for q, _, out in cases})
     judge = FakeJudge()
     cfg = dataclasses.replace(FAST, generation_tokens=50)
-    res = TK.run_generation(model, tok, [prof], pipe, TK.Tag(modality="text"), cfg=cfg,
-                            judge=judge, generate_fn=gen)
+    ev = Evaluator(model, tok, pipe, cfg, judge=judge, generate_fn=gen)
+    res = ev.task("generation", [prof], TK.Tag(modality="text"))
     want = M.rouge_scores([o for *_, o in cases], [a for _, a, _ in cases])
     for t in M.ROUGE_TYPES:
         assert lookup(res.records, metric=t) == pytest.approx(want["mean"][t])
@@ -147,21 +147,22 @@ def test_likelihood_scores_match_manual_forward_and_batching(tiny_vanilla):
     prof = bench.split("forget_10")[:1]
     # text: batch size / length bucket do not change scores (left padding is masked out)
     tag = TK.Tag(modality="text")
-    res8 = TK.run_likelihood_classification(model, tok, prof, pipe, tag, cfg=FAST)
+    ev = Evaluator(model, tok, pipe, FAST)
+    res8 = TK.run_likelihood_classification(ev, prof, tag)
     res3 = TK.run_likelihood_classification(
-        model, tok, prof, pipe, tag, cfg=dataclasses.replace(FAST, batch_size=3, bucket_size=None))
+        ev.with_settings(batch_size=3, bucket_size=None), prof, tag)
     s8 = np.array([p["option_logps"] for p in res8.predictions])
     s3 = np.array([p["option_logps"] for p in res3.predictions])
     np.testing.assert_allclose(s8, s3, rtol=1e-4, atol=1e-3)
     # multi: equals an unpadded forward of one (question, option) sequence, answer tokens only
     from jaxunlearn.data.pipeline import encode_record
-    res = TK.run_likelihood_classification(model, tok, prof, pipe, TK.Tag(modality="multi"),
-                                           cfg=FAST)
+    res = TK.run_likelihood_classification(ev, prof, TK.Tag(modality="multi"))
     scores = np.array([p["option_logps"] for p in res.predictions])
     recs = question_records(prof, "llava", "eval", "classification", "multi")
     q = prof[0].questions("eval", "classification", "multi")[0]
     ex = encode_record({**recs[0], "answer": q.options[2]}, tok, pipe)
-    logits = np.asarray(model.logits(ex["input_ids"][None], None, ex["pixel_values"][None]))[0]
+    logits = np.asarray(model.logits(ex["input_ids"][None], None,
+                                     ex["image"]["pixel_values"][None]))[0]
     mx = logits.max(-1, keepdims=True)
     lp = logits - (mx + np.log(np.exp(logits - mx).sum(-1, keepdims=True)))
     ids, mask = ex["input_ids"], ex["loss_mask"].copy()
@@ -175,7 +176,7 @@ def test_likelihood_scores_match_manual_forward_and_batching(tiny_vanilla):
 def test_evaluate_tiny_vanilla_report_table_plots(tiny_vanilla, tmp_path):
     model, tok, bench, pipe = tiny_vanilla
     sets = benchmark_sets(bench, "forget_10", max_profiles=1)
-    res = evaluate(model, tok, bench, pipe, sets, cfg=FAST)
+    res = Evaluator(model, tok, pipe, FAST).evaluate(sets)
     recs = res.records
     # every set x modality has every task's metrics, NLL and degeneration
     for s in ("forget", "test", "retain", "celebrity"):

@@ -83,7 +83,7 @@ def test_greedy_generation_parity(hf_llava):
 def test_export_round_trip_and_legacy_layout(hf_llava, tmp_path):
     from transformers import LlavaForConditionalGeneration
 
-    from jaxunlearn.checkpoint.mapping import LLAVA_LEGACY_EXPORT
+    from jaxunlearn.modeling.llava import LLAVA_LEGACY_EXPORT
 
     cfg, _, path = hf_llava
     ids, mask, pix = llava_batch(cfg, seed=2)

@@ -67,7 +67,9 @@ def test_peft_adapter_loads_onto_hf_model(setup, tmp_path):
     ids, mask, pix = llava_batch(cfg, seed=3)
     ours = np.asarray(model.replace(params=lora_lib.merge(model.params, adapter, lcfg))
                       .logits(ids, mask, pix))
-    adapter_dir = lora_lib.save_peft_adapter(adapter, lcfg, model, tmp_path / "adapter")
+    from jaxunlearn.checkpoint.peft import save_peft_adapter
+
+    adapter_dir = save_peft_adapter(adapter, lcfg, model, tmp_path / "adapter")
     base = LlavaForConditionalGeneration.from_pretrained(path).eval()
     inputs = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
                   pixel_values=torch.tensor(pix), position_ids=torch.tensor(hf_positions(mask)))

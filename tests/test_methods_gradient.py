@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 
 from jaxunlearn.methods import common
-from jaxunlearn.methods.base import UnlearnData, available, run_method
+from jaxunlearn.methods.base import UnlearnData, available, run_method, split_settings
 from jaxunlearn.objectives.nll import answer_nll
 from jaxunlearn.objectives.refusals import with_refusals
-from jaxunlearn.train import subsets
+from jaxunlearn.train import TrainConfig, subsets
 
-FAST = {"max_steps": 3, "lr": 1e-3, "batch_size": 4, "progress": False}
-MMU = {**FAST, "ascent_every": 2, "max_steps": 6, "lr": 3e-3}
+FAST = {"max_steps": 3, "lr": 1e-3, "batch_size": 4, "progress": False, "subset": "llm",
+        "schedule": "constant"}
+VKD = {**FAST, "subset": "projector+vision_mlp", "deeper_half": True}
+MMU = {**FAST, "subset": "all", "ascent_every": 2, "max_steps": 6, "lr": 3e-3}
 TIMES: dict[str, float] = {}
 RESULTS: dict[str, object] = {}
 
@@ -45,9 +47,16 @@ def mean_nll(model, data: UnlearnData, recs: list[dict]) -> float:
     return tot / n
 
 
+def run(name: str, model, data, flat: dict | None = None):
+    """run_method with one flat mapping of options and train: keys -> (model, report, result)."""
+    options, train = split_settings(name, flat)
+    res = run_method(name, model, data, options, train=train)
+    return res.model(model), res.report, res
+
+
 def run_timed(label: str, name: str, model, data, overrides: dict):
     t0 = time.perf_counter()
-    out = run_method(name, model, data, overrides)
+    out = run(name, model, data, overrides)
     TIMES[label] = time.perf_counter() - t0
     return out
 
@@ -62,7 +71,7 @@ def assert_frozen_identical(before: dict, after: dict, trainable: set[str]) -> N
 CASES = [
     ("ga", {"modality": "multi"}),
     ("grad_diff", {"modality": "multi", "subset": "projector+llm"}),
-    ("grad_diff", {"modality": "multi", "schedule": "alternate", "retain_size": "forget",
+    ("grad_diff", {"modality": "multi", "order": "alternate", "retain_size": "forget",
                    "max_steps": 6}),
     ("kl_min", {"modality": "multi", "kl_reduction": "sequence_sum"}),
     ("ga_klr", {"modality": "multi", "lora": True, "lr": 3e-3}),
@@ -75,14 +84,14 @@ CASES = [
 def test_gradient_method_raises_forget_nll(world, name, overrides):
     model, data = world
     cfg = {**FAST, **overrides}
-    forget = common.records(data, "forget", {**common.COMMON_DEFAULTS, **cfg})
+    forget = data.records("forget", "multi")
     before = mean_nll(model, data, forget)
-    new, report, _ = run_timed(f"{name}:{overrides.get('schedule', '')}", name, model, data, cfg)
+    new, report, _ = run_timed(f"{name}:{overrides.get('order', '')}", name, model, data, cfg)
     assert report["steps"] == cfg["max_steps"] and report["trainable_params"] > 0
     assert all(np.isfinite(report["losses"]))
     assert mean_nll(new, data, forget) > before + 1e-3
     if cfg.get("lora"):  # only the adapter's target kernels may change
-        trainable = set(common.make_setup(model, {**common.COMMON_DEFAULTS, **cfg}).merged_keys())
+        trainable = set(common.make_setup(model, TrainConfig(lora=True)).merged_keys())
     else:
         trainable = {k for k, v in subsets.trainable_mask(
             model.params, cfg.get("subset", "llm")).items() if v}
@@ -92,12 +101,12 @@ def test_gradient_method_raises_forget_nll(world, name, overrides):
 def test_idk_learns_refusals(world):
     model, data = world
     cfg = {**FAST, "modality": "multi", "lr": 3e-3}
-    forget = common.records(data, "forget", {**common.COMMON_DEFAULTS, **cfg})
+    forget = data.records("forget", "multi")
     refusals = with_refusals(forget, seed=0)
     before = mean_nll(model, data, refusals)
-    new, report, art = run_timed("idk", "idk", model, data, cfg)
+    new, report, _ = run_timed("idk", "idk", model, data, cfg)
     assert mean_nll(new, data, refusals) < before - 1e-2
-    assert len(art["refusals"]) > 1
+    assert len(report["refusals"]) > 1
     trainable = {k for k, v in subsets.trainable_mask(model.params, "llm").items() if v}
     assert_frozen_identical(model.params, new.params, trainable)
 
@@ -106,15 +115,15 @@ def test_prompting_returns_params_and_system_prompt(world):
     from jaxunlearn.data.templates import PROMPTING_SYSTEM
 
     model, data = world
-    new, report, art = run_method("prompting", model, data)
+    new, report, _ = run("prompting", model, data)
     assert new.params is not model.params
     assert all(new.params[k] is model.params[k] for k in model.params)
-    assert art["system_prompt"] == PROMPTING_SYSTEM and report["steps"] == 0
+    assert report["system_prompt"] == PROMPTING_SYSTEM and report["steps"] == 0
 
 
 def test_vkd_trains_vision_only(world):
     model, data = world
-    cfg = {**FAST, "prune_fraction": 0.05, "max_steps": 3, "lr": 1e-2}
+    cfg = {**VKD, "prune_fraction": 0.05, "max_steps": 3, "lr": 1e-2}
     forget = data.records("forget", "multi")  # VKD forgets the visual knowledge (VQA)
     before = mean_nll(model, data, forget)
     new, report, art = run_timed("vkd", "vkd", model, data, cfg)
@@ -133,10 +142,10 @@ def test_mmunlearner_masked_ascent(world):
     model, data = world
     forget = data.records("forget", "multi")
     before = mean_nll(model, data, forget)
-    new, report, art = run_timed("mmunlearner", "mmunlearner", model, data, MMU)
+    new, report, res = run_timed("mmunlearner", "mmunlearner", model, data, MMU)
     RESULTS["mmunlearner"] = new
     assert report["phases"] == ["descent", "descent", "ascent"] * 2
-    mask = art["saliency_mask"]
+    mask = res.param_masks["saliency_mask"]
     assert any(k.startswith("vision_tower") for k in mask)
     assert any(k.startswith("language_model") for k in mask)
     assert 0.0 < report["mask_fraction"] < 1.0
@@ -146,15 +155,15 @@ def test_mmunlearner_masked_ascent(world):
 def test_saliency_mask_gates_the_forget_gradient(world):
     """Mask 0 == no forget term at all (only the retain update); the Fisher mask differs."""
     model, data = world
-    zeros = run_method("mmunlearner", model, data, {**MMU, "saliency": "zeros"})[0]
-    no_forget = run_method("mmunlearner", model, data,
-                           {**MMU, "saliency": "ones", "forget_weight": 0.0})[0]
+    zeros = run("mmunlearner", model, data, {**MMU, "saliency": "zeros"})[0]
+    no_forget = run("mmunlearner", model, data,
+                    {**MMU, "saliency": "ones", "forget_weight": 0.0})[0]
 
     def max_diff(a, b):
         return max(float(np.max(np.abs(np.asarray(a.params[k]) - np.asarray(b.params[k]))))
                    for k in model.params)
 
-    masked = RESULTS.get("mmunlearner") or run_method("mmunlearner", model, data, MMU)[0]
+    masked = RESULTS.get("mmunlearner") or run("mmunlearner", model, data, MMU)[0]
     gated, ungated = max_diff(zeros, no_forget), max_diff(masked, no_forget)
     print(f"mask 0 vs no forget term: {gated:.2e}; Fisher mask vs no forget term: {ungated:.2e}")
     # the two runs compile different programs, so retain updates may differ by float
@@ -178,23 +187,30 @@ def test_bad_configs_are_clear_errors(world):
     model, data = world
     with pytest.raises(ValueError, match="unknown method 'gaa'.*did you mean 'ga'"):
         run_method("gaa", model, data)
-    with pytest.raises(ValueError, match="unknown trainable subset 'vision_mpl'"):
-        run_method("ga", model, data, {**FAST, "subset": "vision_mpl"})
+    with pytest.raises(ValueError, match="train.subset: 'vision_mpl' is not one of.*did you mean 'vision_mlp'"):
+        run("ga", model, data, {**FAST, "subset": "vision_mpl"})
     empty = UnlearnData(data.tokenizer, data.pipeline, data.forget, [])
     for name in ("grad_diff", "kl_min", "ga_klr", "idk", "vkd", "mmunlearner"):
         with pytest.raises(ValueError, match="needs retain data"):
-            run_method(name, model, empty, FAST)
+            run(name, model, empty, FAST)
     with pytest.raises(ValueError, match="needs retain data"):
-        run_method("npo", model, empty, {**FAST, "retain_weight": 1.0})
-    with pytest.raises(ValueError, match="unknown config key 'bta'.*'beta'"):
+        run("npo", model, empty, {**FAST, "retain_weight": 1.0})
+    with pytest.raises(ValueError, match="unknown key method.options.bta.*'beta'"):
         run_method("npo", model, data, {"bta": 0.1})
+    with pytest.raises(ValueError, match="method.options.lr is a training hyperparameter.*"
+                                         "train.lr"):
+        run_method("npo", model, data, {"lr": 0.1})
+    with pytest.raises(ValueError, match="train.lr: expected a float, got 'abc'"):
+        run_method("npo", model, data, train={"lr": "abc"})
     with pytest.raises(ValueError, match="mask_lora: merged"):
-        run_method("mmunlearner", model, data, {**FAST, "lora": True})
+        run("mmunlearner", model, data, {**FAST, "subset": "all", "lora": True})
     with pytest.raises(ValueError, match="needs `oracle`"):
-        run_method("npo", model, data, {**FAST, "reference": "oracle"})
+        run("npo", model, data, {**FAST, "reference": "oracle"})
     with pytest.raises(ValueError, match="LLM frozen"):
-        run_method("vkd", model, data, {**FAST, "subset": "projector+llm"})
-    with pytest.raises(ValueError, match="schedule"):
-        run_method("grad_diff", model, data, {**FAST, "schedule": "zigzag"})
+        run("vkd", model, data, {**FAST, "subset": "projector+llm"})
+    with pytest.raises(ValueError, match="method.options.order: 'zigzag' is not one of"):
+        run("grad_diff", model, data, {**FAST, "order": "zigzag"})
+    with pytest.raises(ValueError, match="does not train, so train.lr"):
+        run("manu", model, data, {"lr": 0.1})
     assert {"ga", "grad_diff", "kl_min", "ga_klr", "npo", "idk", "prompting", "vkd",
             "mmunlearner"} <= set(available())

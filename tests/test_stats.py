@@ -120,11 +120,13 @@ def test_blank_images_do_not_count(world):
     assert not got["vision"]["n"].any() and not got["vision"]["S1"].any()
     for k in ref["language"]:
         np.testing.assert_allclose(got["language"][k], ref["language"][k], rtol=1e-6, err_msg=k)
-    # a batch mixing image rows and blank rows counts the image rows only
+    # a batch mixing image rows and a text row counts the image rows only (images in the
+    # forward pass's order: the k-th image feeds the k-th row holding image tokens, then zeros)
     multi = batches["multi"]
     mixed = {k: v.copy() for k, v in multi.items()}
     mixed["input_ids"][1] = text["input_ids"][1]
-    mixed["pixel_values"][1] = 0.0
+    mixed["pixel_values"] = np.concatenate([multi["pixel_values"][[0, 2, 3]],
+                                            np.zeros_like(multi["pixel_values"][:1])])
     only = {**multi, "example_mask": multi["example_mask"] * np.array([1, 0, 1, 1], np.int32)}
     got_v = neuron_stats(model, [mixed], progress=False)["vision"]
     ref_v = neuron_stats(model, [only], progress=False)["vision"]

@@ -7,7 +7,7 @@ import numpy as np
 from jaxunlearn.data.pipeline import make_dataset, qa_records
 from jaxunlearn.modeling.model import forward_logits
 from jaxunlearn.objectives.nll import token_accuracy
-from jaxunlearn.train.finetune import model_inputs
+from jaxunlearn.modeling.model import model_inputs
 
 
 def test_vanilla_memorised_training_answers(tiny_vanilla):

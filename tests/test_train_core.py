@@ -12,7 +12,8 @@ import pytest
 import jaxunlearn as ju
 from hf_fixtures import tiny_llava_config
 from jaxunlearn.parallel import mesh as mesh_lib
-from jaxunlearn.objectives.nll import answer_index
+from jaxunlearn.data.answers import answer_index
+from jaxunlearn.modeling.model import model_inputs
 from jaxunlearn.train import finetune, subsets
 from jaxunlearn.train.state import init_state, make_optimizer
 from jaxunlearn.train.step import make_train_step, shardings_of
@@ -190,21 +191,15 @@ RESUME_SCRIPT = textwrap.dedent("""
 
 
 def resume_run(ckpt_dir, total_steps, stop_after=None):
-    """Train with checkpoints every 3 steps; returns the final params."""
-    from jaxunlearn.checkpoint.state import Checkpointer
-    from jaxunlearn.train.loop import run_epochs
-
+    """Train through `finetune` (the driver) with checkpoints every 3 steps; `stop_after`
+    simulates an interruption. Returns the final params."""
     model = tiny_model()
     batches = [qa_batch(model, seed=s) for s in range(total_steps)]
-    opt = make_optimizer(1e-3, schedule="cosine", warmup_steps=2, total_steps=total_steps)
-    state = init_state(model.params, opt)
-    step = make_train_step(finetune.make_nll_loss(model.graphdef), opt)
-    ckpt = Checkpointer(ckpt_dir, keep=2, every=3) if ckpt_dir else None
-    state, _ = run_epochs(step, state, {}, lambda e: iter(batches), epochs=1, checkpointer=ckpt,
-                          max_steps=stop_after or total_steps, progress=False)
-    if ckpt:
-        ckpt.close()
-    return state.params
+    cfg = finetune.TrainConfig(lr=1e-3, schedule="cosine", warmup_steps=2, epochs=1,
+                               checkpoint_every=3, keep_checkpoints=2, progress=False)
+    res = finetune.finetune(model, lambda e: iter(batches[:stop_after or total_steps]), cfg,
+                            steps_per_epoch=total_steps, checkpoint_dir=ckpt_dir)
+    return res.params
 
 
 def test_resume_in_new_process_is_identical(tmp_path):
@@ -229,6 +224,6 @@ def test_tiny_overfit_reaches_95_percent():
     batch = qa_batch(model, batch=8, length=20, seed=7)
     cfg = finetune.TrainConfig(lr=3e-3, epochs=150, warmup_steps=10, clip_norm=1.0)
     res = finetune.finetune(model, lambda e: [batch], cfg, steps_per_epoch=1, progress=False)
-    logits = forward_logits(model.graphdef, res.params, finetune.model_inputs(batch))
+    logits = forward_logits(model.graphdef, res.params, model_inputs(batch))
     acc = float(token_accuracy(logits, batch))
     assert acc > 0.95, acc

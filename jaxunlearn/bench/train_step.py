@@ -11,7 +11,7 @@ from jaxunlearn.bench.common import (
     best_time, bench_inputs, bench_llava_config_dict, hf_bench_model, jax_from_hf,
     matmul_peak_flops,
 )
-from jaxunlearn.objectives.nll import answer_index
+from jaxunlearn.data.answers import answer_index
 
 
 def train_flops_per_step(n_params_llm: int, n_params_vision: int, tokens: int,

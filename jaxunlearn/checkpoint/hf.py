@@ -23,8 +23,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from jaxunlearn.checkpoint import mapping
 from jaxunlearn.checkpoint.atomic import atomic_directory
+from jaxunlearn.modeling.keys import expected_hf_shape, to_hf, to_ours
 from jaxunlearn.modeling import registry
 from jaxunlearn.modeling.model import Model, abstract_module
 
@@ -135,7 +135,7 @@ def load_pretrained(model_dir: str | os.PathLike, dtype: str | Any = "float32",
         if tuple(meta["shape"]) != want:
             raise CheckpointError(f"{file.name}: tensor {stored_key!r} has shape "
                                   f"{tuple(meta['shape'])} but the config expects {want}")
-        array = mapping.to_ours(path, _read_tensor(file, stored_key, headers[file]),
+        array = to_ours(path, _read_tensor(file, stored_key, headers[file]),
                                 shapes[path].shape)
         params[path] = jnp.asarray(array, dtype=np_dtype)
     return Model(family=fam.name, config=config, hf_config=hf_config, graphdef=graphdef,
@@ -145,7 +145,7 @@ def load_pretrained(model_dir: str | os.PathLike, dtype: str | Any = "float32",
 
 
 def expected(path: str, shapes: dict, conv: dict) -> tuple:
-    return mapping.expected_hf_shape(path, tuple(shapes[path].shape), conv)
+    return expected_hf_shape(path, tuple(shapes[path].shape), conv)
 
 
 def model_from_config(hf_config: dict, seed: int = 0, dtype: str | Any = "float32") -> Model:
@@ -160,6 +160,24 @@ def model_from_config(hf_config: dict, seed: int = 0, dtype: str | Any = "float3
                  params=params, logical_axes=axes)
 
 
+def model_from_preset(preset: dict | str, checkpoint: str | None = None, seed: int = 0) -> Model:
+    """Load the preset's checkpoint (or `checkpoint`), or random-init it when the preset says
+    `random_init`. `preset` is a preset name / YAML path or a `load_preset` dict."""
+    from jaxunlearn.modeling.presets import load_preset
+
+    if isinstance(preset, str):
+        preset = load_preset(preset)
+    ckpt = checkpoint or preset.get("checkpoint")
+    if ckpt:
+        return load_pretrained(ckpt, dtype=preset["param_dtype"],
+                               compute_dtype=preset["compute_dtype"])
+    if not preset.get("random_init"):
+        raise ValueError(f"preset {preset['name']!r} has no checkpoint; set `checkpoint:` to a "
+                         "local HF directory (or pass --model PATH)")
+    model = model_from_config(preset["hf_config"], seed=seed, dtype=preset["param_dtype"])
+    return model.replace(compute_dtype=jnp.dtype(preset["compute_dtype"]))
+
+
 def hf_state_dict(model: Model, dtype: str | None = None) -> dict[str, np.ndarray]:
     """Parameters as {current HF key: numpy array in torch layout}."""
     fam = registry.family_for(model.hf_config.get("model_type"))
@@ -169,8 +187,8 @@ def hf_state_dict(model: Model, dtype: str | None = None) -> dict[str, np.ndarra
         arr = np.asarray(jax.device_get(value))
         if dtype is not None:
             arr = arr.astype(jnp.dtype(dtype))
-        hf_shape = mapping.expected_hf_shape(path, arr.shape, conv)
-        out[fam.keys.to_hf(path)] = mapping.to_hf(path, arr, hf_shape)
+        hf_shape = expected_hf_shape(path, arr.shape, conv)
+        out[fam.keys.to_hf(path)] = to_hf(path, arr, hf_shape)
     return out
 
 

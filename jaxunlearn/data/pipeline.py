@@ -12,8 +12,12 @@ A *record* is a dict ``{"prompt", "answer", "image", "modality", "profile_id", "
 - ``answer_index`` int32 [B, A]: the positions t-1 of each row's answer tokens t, padded with
   -1 to a power of two A (losses use it to run the output head on answer positions only),
 - ``example_mask`` int32 [B]: 0 for rows that only pad a final short batch,
-- ``pixel_values`` float32 [B, 3, H, W] for multimodal batches (text-only batches too, all
-  zeros, with ``PipelineConfig.blank_images``).
+- the family's image inputs, built in the HF processor's layout and then host-prepared for
+  the jitted forward by the family's image encoder (:mod:`jaxunlearn.data.images`): LLaVA
+  ``pixel_values`` float32 [B, 3, H, W] (text-only batches too, all zeros, with
+  ``PipelineConfig.blank_images``); Qwen-VL padded patches, ``position_ids`` [3, B, T] and
+  ``vision_*`` arrays; OneVision crop slots with ``image_index`` / ``image_weight``. Qwen and
+  OneVision batches also carry ``vision_token_mask`` (real patches / crops, for statistics).
 
 T is the smallest bucket (multiple of ``bucket_size``, at most ``max_length``) that fits the
 longest example, so jitted steps see a few static shapes. A batch is all-multi or all-text;
@@ -32,9 +36,10 @@ import jax
 import numpy as np
 
 from jaxunlearn.data import templates as T
-from jaxunlearn.data.processors import ClipImageConfig, preprocess_image
-from jaxunlearn.data.schema import Profile, load_image
-from jaxunlearn.objectives.nll import answer_index
+from jaxunlearn.data.answers import answer_index
+from jaxunlearn.data.images import ClipImages, ImageEncoder
+from jaxunlearn.data.processors import ClipImageConfig
+from jaxunlearn.data.schema import Profile
 
 Record = dict[str, Any]
 Batch = dict[str, np.ndarray]
@@ -90,8 +95,11 @@ class PipelineConfig:
 
     family: str = "llava"
     batch_size: int = 8
-    image_token_count: int = 16
-    image: ClipImageConfig = field(default_factory=lambda: ClipImageConfig(32, 32))
+    image_token_count: int = 16  # LLaVA: image tokens per image (without `images`)
+    image: ClipImageConfig = field(default_factory=lambda: ClipImageConfig(32, 32))  # LLaVA
+    # the family's image encoder (jaxunlearn.data.images); None: LLaVA's CLIP encoder from
+    # `image` and `image_token_count`. session.pipeline_for builds it from the model.
+    images: ImageEncoder | None = None
     bucket_size: int = 32
     max_length: int = 512
     padding_side: str = "right"
@@ -115,6 +123,16 @@ class PipelineConfig:
     shard_index: int | None = None  # None: jax.process_index()
     shard_count: int | None = None  # None: jax.process_count()
 
+    def encoder(self) -> ImageEncoder:
+        """The image encoder of this pipeline's family."""
+        if self.images is not None:
+            return self.images
+        if self.family != "llava":
+            raise ValueError(f"PipelineConfig for family {self.family!r} needs the model's image "
+                             "encoder: build it with jaxunlearn.session.pipeline_for(model, cfg) "
+                             "or pass images=jaxunlearn.data.images.encoder_for(...)")
+        return ClipImages(self.image, self.image_token_count)
+
     def buckets(self) -> tuple[int, ...]:
         """Allowed padded lengths."""
         out = list(range(self.bucket_size, self.max_length + 1, self.bucket_size))
@@ -132,25 +150,39 @@ def bucket_length(length: int, buckets: Sequence[int]) -> int:
                      f"raise PipelineConfig.max_length or shorten the prompt")
 
 
+def _encoder(config: PipelineConfig, image_fn: Callable[[Any], np.ndarray] | None):
+    enc = config.encoder()
+    if image_fn is None:
+        return enc
+    if not isinstance(enc, ClipImages):
+        raise ValueError(f"image_fn replaces LLaVA's CLIP preprocessing; family "
+                         f"{config.family!r} preprocesses with its own processor (drop image_fn)")
+    return ClipImages(enc.config, enc.tokens, image_fn)
+
+
 def encode_record(record: Record, tokenizer: Any, config: PipelineConfig,
                   image_fn: Callable[[Any], np.ndarray] | None = None) -> dict[str, Any]:
-    """Tokenise one record (template already applied) and preprocess its image."""
+    """Tokenise one record (template already applied) and preprocess its image: the example's
+    ``input_ids``, ``loss_mask`` and, for a multimodal record, ``image`` (the encoder's arrays
+    of the image in the HF processor's per-image layout)."""
     multi = record["image"] is not None
+    image = _encoder(config, image_fn).encode(record["image"]) if multi else None
     ex: dict[str, Any] = T.encode_example(tokenizer, config.family, record["prompt"],
                                           record["answer"],
-                                          config.image_token_count if multi else 0)
+                                          int(image["num_tokens"]) if multi else 0)
     if len(ex["input_ids"]) > config.max_length:
         raise ValueError(f"example of profile {record.get('profile_id')} has "
                          f"{len(ex['input_ids'])} tokens > max_length {config.max_length}; "
                          f"raise PipelineConfig.max_length")
     if multi:
-        image = load_image(record["image"])
-        ex["pixel_values"] = (image_fn or (lambda im: preprocess_image(im, config.image)))(image)
+        ex["image"] = image
     return ex
 
 
-def collate(examples: Sequence[dict[str, Any]], config: PipelineConfig, pad_id: int) -> Batch:
-    """Pad examples to a bucket length and to ``batch_size`` rows."""
+def collate(examples: Sequence[dict[str, Any]], config: PipelineConfig, pad_id: int,
+            prepare: bool = True) -> Batch:
+    """Pad examples to a bucket length and to ``batch_size`` rows; the image inputs in the HF
+    processor's layout, host-prepared for the jitted forward unless ``prepare=False``."""
     B = config.batch_size
     length = bucket_length(max(len(e["input_ids"]) for e in examples), config.buckets())
     ids = np.full((B, length), pad_id, np.int32)
@@ -164,19 +196,23 @@ def collate(examples: Sequence[dict[str, Any]], config: PipelineConfig, pad_id: 
              "answer_index": answer_index(loss, None if config.answer_tokens is None
                                           else (config.answer_tokens,)),
              "example_mask": (np.arange(B) < len(examples)).astype(np.int32)}
-    if "pixel_values" in examples[0]:
-        pix = np.stack([e["pixel_values"] for e in examples])
-        pad = np.zeros((B - len(examples), *pix.shape[1:]), np.float32)
-        batch["pixel_values"] = np.concatenate([pix, pad]).astype(np.float32)
-    elif config.blank_images:
-        batch["pixel_values"] = blank_pixel_values(config, B)
-    return batch
+    enc = config.encoder()
+    items = [e.get("image") for e in examples] + [None] * (B - len(examples))
+    images = enc.collate(items, B)
+    if not images and config.blank_images:
+        images = blank_pixel_values(config, B)
+    batch.update(images)
+    return enc.prepare(batch) if prepare else batch
 
 
-def blank_pixel_values(config: PipelineConfig, rows: int) -> np.ndarray:
-    """All-zero images [rows, 3, S, S] for text-only rows (``PipelineConfig.blank_images``)."""
-    side = config.image.crop_size
-    return np.zeros((rows, 3, side, side), np.float32)
+def blank_pixel_values(config: PipelineConfig, rows: int) -> dict[str, np.ndarray]:
+    """All-zero LLaVA images ``{"pixel_values": [rows, 3, S, S]}`` for text-only rows
+    (``PipelineConfig.blank_images``)."""
+    enc = config.encoder()
+    if not isinstance(enc, ClipImages):
+        raise ValueError(f"blank_images is for the llava family (one image per row); "
+                         f"turn it off for {config.family!r}")
+    return enc.blank(rows)
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -233,8 +269,9 @@ def make_dataset(records: Sequence[Record], tokenizer: Any, config: PipelineConf
 
 def token_count(record: Record, tokenizer: Any, config: PipelineConfig) -> int:
     """Length of a record's encoded example (image placeholders included)."""
-    ex = T.encode_example(tokenizer, config.family, record["prompt"], record["answer"],
-                          config.image_token_count if record["image"] is not None else 0)
+    multi = record["image"] is not None
+    n = config.encoder().num_tokens(record["image"]) if multi else 0
+    ex = T.encode_example(tokenizer, config.family, record["prompt"], record["answer"], n)
     return len(ex["input_ids"])
 
 

@@ -133,6 +133,10 @@ class Profile:
     eval_questions: list[Question] = field(default_factory=list)
     test_questions: list[Question] = field(default_factory=list)
     understanding_qa: list[QAPair] = field(default_factory=list)
+    biography: str = ""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Other published string columns kept verbatim by name (``question``, ``answer``,
+    ``Directory`` in MLLMU-Bench)."""
 
     def questions(self, which: str = "eval", kind: str | None = None,
                   modality: str | None = None) -> list[Question]:
@@ -150,6 +154,7 @@ class Profile:
             "eval_questions": [q.to_dict() for q in self.eval_questions],
             "test_questions": [q.to_dict() for q in self.test_questions],
             "understanding_qa": [q.to_dict() for q in self.understanding_qa],
+            "biography": self.biography, "columns": dict(self.columns),
         }
 
     @classmethod
@@ -162,6 +167,7 @@ class Profile:
             eval_questions=[Question.from_dict(q) for q in d.get("eval_questions", [])],
             test_questions=[Question.from_dict(q) for q in d.get("test_questions", [])],
             understanding_qa=[QAPair.from_dict(q) for q in d.get("understanding_qa", [])],
+            biography=d.get("biography", ""), columns=dict(d.get("columns", {})),
         )
 
 
@@ -172,11 +178,16 @@ class Benchmark:
     Usual split names: ``forget_5/10/15``, ``retain_95/90/85``, ``test`` (profiles with
     transformed-image / paraphrased test questions), ``celebrity``, ``full`` and the PULSE splits
     ``pulse_ft_forget`` / ``pulse_ft_retain`` / ``pulse_seq_1`` .. ``pulse_seq_K``.
+
+    ``split_rows`` holds, for a split whose own folder rows differ from the ``Full_Set`` row of
+    the same ID (MLLMU-Bench evaluates a split from its own folder), those rows; ``split``
+    returns them.
     """
 
     profiles: list[Profile] = field(default_factory=list)
     celebrities: list[Profile] = field(default_factory=list)
     splits: dict[str, list[str]] = field(default_factory=dict)
+    split_rows: dict[str, list[Profile]] = field(default_factory=dict)
 
     def by_id(self) -> dict[str, Profile]:
         """All profiles (fictitious and celebrity) by id."""
@@ -186,16 +197,21 @@ class Benchmark:
         """The profiles of one split, in split order."""
         if name not in self.splits:
             raise ValueError(f"unknown split {name!r}; available: {sorted(self.splits)}")
+        if name in self.split_rows:
+            return list(self.split_rows[name])
         table = self.by_id()
         return [table[i] for i in self.splits[name]]
 
     def to_dict(self) -> dict[str, Any]:
         return {"profiles": [p.to_dict() for p in self.profiles],
                 "celebrities": [p.to_dict() for p in self.celebrities],
-                "splits": {k: list(v) for k, v in self.splits.items()}}
+                "splits": {k: list(v) for k, v in self.splits.items()},
+                "split_rows": {k: [p.to_dict() for p in v] for k, v in self.split_rows.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Benchmark":
         return cls([Profile.from_dict(p) for p in d.get("profiles", [])],
                    [Profile.from_dict(p) for p in d.get("celebrities", [])],
-                   {k: [str(i) for i in v] for k, v in d.get("splits", {}).items()})
+                   {k: [str(i) for i in v] for k, v in d.get("splits", {}).items()},
+                   {k: [Profile.from_dict(p) for p in v]
+                    for k, v in d.get("split_rows", {}).items()})

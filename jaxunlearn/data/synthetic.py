@@ -1,8 +1,11 @@
 """Deterministic synthetic MLLMU-Bench-style benchmark (fictitious people, procedural faces).
 
 ``generate_benchmark(SynthConfig(seed=...))`` builds the profiles in memory;
-``write_synthetic(out_dir, config)`` writes them in the MLLMU-Bench layout (see ``mllmu.py``),
-byte-identical for the same configuration. Everything derives from ``numpy`` generators seeded
+``write_synthetic(out_dir, config)`` writes them in the published MLLMU-Bench layout (see
+``mllmu.py``; ``Test_Set`` in two shards, the jaxunlearn extras ``Name``, ``Attributes``,
+``Understanding_Task``, ``pretrain_Data/`` and ``splits.json`` for the PULSE splits), so the demo
+and the tests read it with the same loader as a downloaded copy; byte-identical for the same
+configuration. Everything derives from ``numpy`` generators seeded
 with ``(seed, stream, index)``, so no global state is touched.
 """
 
@@ -194,6 +197,7 @@ def _profile(cfg: SynthConfig, i: int, pid: str, name: str, spec: FaceSpec) -> P
     p = Profile(id=pid, name=name, attributes=attrs,
                 image=draw_face(spec, cfg.image_size),
                 understanding_qa=_understanding(spec))
+    p.biography = " ".join(_statement(a, v, p.name, p.name) for a, v in attrs.items())
     p.test_images = _test_images(rng, spec, cfg.image_size, cfg.n_test_images)
     p.train_qa = _train_qa(rng, p)
     p.eval_questions = _questions(rng, p, cfg.n_eval, test=False)

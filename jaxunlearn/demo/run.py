@@ -33,10 +33,10 @@ from jaxunlearn.demo.tiny import TinyWorldConfig, tiny_llava_hf_config
 _WORLD = dataclasses.asdict(TinyWorldConfig(seed=0, n_profiles=20, n_celebrities=8,
                                             image_size=32, patch=8, vocab_size=1024,
                                             text_layers=2, text_hidden=128, batch_size=16))
-# method -> config overrides for the tiny model (each method's defaults are set for 7B
-# models: lr 1e-5 and LoRA where published; a 1M-parameter model trained from scratch needs
-# larger steps)
-_GRAD = {"batch_size": 8, "progress": False}
+# method -> settings for the tiny model: the method's options and its `train:` keys in one
+# flat mapping (`methods.base.split_settings` tells them apart). Method defaults are set for 7B
+# models; a 1M-parameter model trained from scratch needs larger steps.
+_GRAD = {"batch_size": 8, "progress": False, "schedule": "constant", "subset": "llm"}
 METHODS = {
     "ga": {**_GRAD, "lr": 5e-4, "epochs": 5},
     "grad_diff": {**_GRAD, "lr": 1e-3, "epochs": 8},
@@ -45,9 +45,12 @@ METHODS = {
     "idk": {**_GRAD, "lr": 1e-3, "epochs": 8},
     # the paper formulation barely separates forget from retain neurons on a model this small
     "manu": {"alpha": 0.1, "formulation": "official", "progress": False},
-    "smfa": {**_GRAD, "lr": 3e-3, "epochs": 8},
+    # SMFA trains a LoRA adapter (r = 8, alpha = 16) on the LLM
+    "smfa": {**_GRAD, "subset": "all", "lora": True, "lora_rank": 8, "lora_alpha": 16.0,
+             "lr": 3e-3, "epochs": 8},
     # vision-only: more, smaller steps; prune 5% of vision neurons by I_u first
-    "vkd": {**_GRAD, "lr": 1e-3, "epochs": 20, "prune_fraction": 0.05},
+    "vkd": {**_GRAD, "subset": "projector+vision_mlp", "deeper_half": True, "lr": 1e-3,
+            "epochs": 20, "prune_fraction": 0.05},
 }
 DEMO_DEFAULTS = {
     "world": _WORLD,
@@ -96,8 +99,15 @@ def demo_setting(config: str | Path | None = None, overrides: Sequence[str] = ()
     if quick:
         cfg = merge_into(cfg, quick_part, free_form=free_form)
     cfg = apply_overrides(cfg, [o for o in overrides if o not in quick_overrides], free_form)
+    from jaxunlearn.methods.base import resolve_options, split_settings
+    from jaxunlearn.train import TrainConfig
+    from jaxunlearn.train.typed import build
+
     for name in cfg["run"]:
-        get_method(name)  # one clear error for an unknown method (every known one has an entry)
+        spec = get_method(name)  # one clear error for an unknown method (each has an entry)
+        options, train = split_settings(name, cfg["methods"][name])
+        resolve_options(spec, options)  # unknown / mistyped keys fail before any stage runs
+        build(TrainConfig, train, f"methods.{name}")
     return cfg
 
 
@@ -151,7 +161,7 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
     from jaxunlearn.data.synthetic import SynthConfig, write_synthetic
     from jaxunlearn.data.tokenizer import benchmark_tokenizer
     from jaxunlearn.demo.vanilla import train_on_qa
-    from jaxunlearn.train.finetune import TrainConfig
+    from jaxunlearn.train import TrainConfig
 
     setting = demo_setting(quick=quick) if setting is None else setting
     methods = {name: setting["methods"][name] for name in setting["run"]}
@@ -228,29 +238,29 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
     vanilla = load_pretrained(vanilla_dir / "hf")
 
     # 5. unlearning
-    from jaxunlearn.methods.base import UnlearnData, run_method
+    from jaxunlearn.methods.base import UnlearnData, run_method, split_settings
 
     data = UnlearnData(tok, dataclasses.replace(pipe, batch_size=8), bench.split("forget_10"),
                        bench.split("retain_90"), [*bench.profiles, *bench.celebrities])
     method_reports = {}
     for name, overrides in methods.items():
         def build_method(tmp, name=name, overrides=overrides):
-            model, report, artifacts = run_method(name, vanilla, data, overrides)
-            save_model(model, tmp)
-            (tmp / "unlearn_report.json").write_text(json.dumps(report, indent=2, default=str))
-            if artifacts:
-                import numpy as np
-
-                np.savez(tmp / "artifacts.npz", **{k: np.asarray(v) for k, v in artifacts.items()})
+            options, train = split_settings(name, overrides)
+            result = run_method(name, vanilla, data, options, train=train)
+            save_model(result.model(vanilla), tmp)
+            result.save(tmp)
+            (tmp / "unlearn_report.json").write_text(json.dumps(result.report, indent=2,
+                                                                default=str))
         path = stage(f"unlearn {name}", out / "models" / name, build_method)
         method_reports[name] = json.loads((path / "unlearn_report.json").read_text())
 
     # 6. evaluation
-    from jaxunlearn.eval.evaluate import benchmark_sets, evaluate_model
+    from jaxunlearn.eval.evaluate import Evaluator, benchmark_sets
     from jaxunlearn.eval.tasks import EvalConfig
 
     sets = benchmark_sets(bench, "forget_10", "retain_90", max_profiles=setting["eval_profiles"])
-    ecfg = EvalConfig(max_questions=setting["max_questions"], batch_size=16)
+    evaluator = Evaluator(vanilla, tok, pipe, EvalConfig(max_questions=setting["max_questions"],
+                                                         batch_size=16))
     records = []
     for name in ["vanilla", *methods]:
         path = out / "eval" / f"{name}.json"
@@ -260,8 +270,7 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
         t0 = time.perf_counter()
         model = vanilla if name == "vanilla" else load_pretrained(out / "models" / name / "hf")
         system = method_reports.get(name, {}).get("system_prompt")
-        recs = evaluate_model(model, tok, None, pipe, sets, cfg=ecfg, method=name,
-                              system_prompt=system)
+        recs = evaluator.with_model(model, system_prompt=system).records(sets, method=name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(recs))
@@ -281,12 +290,12 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
 def write_demo_report(report_dir: Path, records, model, setting, method_reports, timings,
                       quick) -> dict:
     from jaxunlearn.eval import plots
-    from jaxunlearn.eval.protocols import model_fingerprint
-    from jaxunlearn.eval.report import markdown_table, write_run_report
+    from jaxunlearn.eval.report import markdown_table, model_fingerprint, write_run_report
 
     report_dir.mkdir(parents=True, exist_ok=True)
     config = {"quick": quick, **setting,
-              "methods": {k: v.get("config") for k, v in method_reports.items()},
+              "methods": {k: {"options": v.get("options"), "train": v.get("train")}
+                          for k, v in method_reports.items()},
               "timings_s": timings}
     write_run_report(report_dir, config, model_fingerprint(model), records)
     md = markdown_table(records, vanilla="vanilla")

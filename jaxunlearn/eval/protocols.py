@@ -1,252 +1,461 @@
 """Evaluation protocols: MLLMU-Bench, PULSE, S-MLLMUn and the relearning attack.
 
-Each protocol runs a registered unlearning method through :func:`methods.base.run_method`,
-evaluates before and after (or after every step) with :mod:`jaxunlearn.eval.evaluate`, and
-returns result records carrying ``protocol`` and ``step``. Given ``out_dir`` it also writes
-``report.json`` (:func:`report.write_run_report`), ``report.md`` and PNG plots there.
+A protocol is registered by name with a typed, frozen options dataclass (every field has a
+``help`` text) and runs as ``fn(evaluator, study, options) -> ProtocolResult``: the
+:class:`~jaxunlearn.eval.evaluate.Evaluator` holds the model, tokenizer, pipeline, settings,
+judge and generate function; the :class:`Study` names the benchmark, the unlearning method
+with its options and training config (``train:``) and the output directory. Protocols
+unlearn through :func:`unlearn` (:func:`jaxunlearn.methods.base.run_method`) and fine-tune
+(PULSE fine-tuned knowledge, the relearning attack) through the project's training driver
+(:func:`jaxunlearn.train.finetune.finetune`). Options are validated by
+:func:`jaxunlearn.train.typed.build` and documented by :func:`describe_protocols`.
+
+Registered names: ``mllmu``, ``pulse/finetuned``, ``pulse/pretrained``, ``pulse/sequential``,
+``pulse/update_target``, ``smllmun`` and ``relearn``; the CLI's ``pulse`` picks a scenario
+with the option ``scenario`` (default ``sequential``), see :func:`resolve_protocol`.
 
 Protocol names in records: ``mllmu/<forget split>``, ``pulse_ft``, ``pulse_pt``,
 ``sequential``, ``update_target``, ``smllmun`` and ``relearn``. Steps: 0 is the model before
-unlearning, 1 after (``sequential``: request k; ``relearn``: epoch e).
+unlearning, 1 after (``sequential``: request k; ``relearn``: epoch e). Given ``out_dir`` a
+protocol writes ``report.json``, ``report.md`` and PNG plots there
+(:func:`jaxunlearn.eval.report.write_protocol_report`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import difflib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxunlearn.data.pipeline import PipelineConfig, qa_records
 from jaxunlearn.data.schema import Benchmark, Profile
 from jaxunlearn.data.templates import PROMPTING_SYSTEM
 from jaxunlearn.eval import report as R
-from jaxunlearn.eval._atomic import atomic_write_text
-from jaxunlearn.eval.evaluate import EvalSet, benchmark_sets, evaluate
+from jaxunlearn.eval.evaluate import EvalSet, Evaluator, benchmark_sets, complement_split
 from jaxunlearn.eval.records import MODALITIES, make_record, select
-from jaxunlearn.eval.tasks import EvalConfig, GenerateFn, Tag, run_qa_generation
-from jaxunlearn.train.finetune import TrainConfig
+from jaxunlearn.eval.report import step_table, write_protocol_report
+from jaxunlearn.eval.tasks import (
+    TASK_RUNNERS,
+    Tag,
+    run_classification,
+    run_likelihood_classification,
+)
+from jaxunlearn.train.finetune import TrainConfig, finetune
+from jaxunlearn.train.typed import build, check_value, describe, field
 
 Records = list[dict]
-UNSCALED = frozenset({"nll", "fact", "meaningful", "factuality"})  # shown as they are
+
+
+# ------------------------------------------------------------------------ registry
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """What a protocol works on besides the evaluator."""
+
+    benchmark: Benchmark
+    method: str                        # unlearning method (relearn: label of the model)
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # method.options
+    train: TrainConfig = TrainConfig()  # train: the method's training; relearn: the attack
+    forget_split: str = "forget_10"    # relearn: the split the model unlearned
+    out_dir: str | os.PathLike | None = None  # report.json, report.md, plots
+
+
+@dataclasses.dataclass
+class ProtocolResult:
+    """Records (with ``protocol`` and ``step``), the written report files and, for
+    ``pulse/finetuned`` the fine-tuned model, for ``relearn`` the relearned one."""
+
+    records: Records
+    paths: dict[str, Path] = dataclasses.field(default_factory=dict)
+    model: Any = None
+
+
+ProtocolFn = Callable[[Evaluator, Study, Any], ProtocolResult]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolSpec:
+    """A registered protocol: its function, options class and one-line summary."""
+
+    name: str
+    run: ProtocolFn
+    options: type
+    summary: str
+
+
+PROTOCOLS: dict[str, ProtocolSpec] = {}
+DEFAULT_PULSE_SCENARIO = "sequential"
+
+
+def register_protocol(name: str, options: type):
+    """Decorator registering ``fn(evaluator, study, options)`` under ``name`` (``group`` or
+    ``group/scenario``) with its frozen options dataclass."""
+    if not (dataclasses.is_dataclass(options) and options.__dataclass_params__.frozen):
+        raise TypeError(f"options of protocol {name!r} must be a frozen dataclass")
+
+    def wrap(fn: ProtocolFn) -> ProtocolFn:
+        summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
+        PROTOCOLS[name] = ProtocolSpec(name, fn, options, summary)
+        return fn
+    return wrap
+
+
+def protocol_names() -> list[str]:
+    """The command-line protocol names (``pulse`` stands for its scenarios)."""
+    return list(dict.fromkeys(n.split("/")[0] for n in PROTOCOLS))
+
+
+def pulse_scenarios() -> list[str]:
+    """The PULSE scenarios (``protocol.options.scenario`` of ``pulse``)."""
+    return [n.split("/", 1)[1] for n in PROTOCOLS if n.startswith("pulse/")]
+
+
+def _closest(key: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; use one of {', '.join(valid)}"
+
+
+def resolve_protocol(name: str, options: Mapping[str, Any] | None = None
+                     ) -> tuple[ProtocolSpec, Any]:
+    """(spec, typed options) of a protocol from its name and ``protocol.options``.
+
+    ``pulse`` takes the option ``scenario`` (one of :func:`pulse_scenarios`, default
+    ``sequential``). Unknown keys, wrong types and invalid values raise one ValueError.
+    """
+    options = dict(options or {})
+    if name == "pulse":
+        scenario = options.pop("scenario", DEFAULT_PULSE_SCENARIO)
+        if scenario not in pulse_scenarios():
+            raise ValueError(f"protocol.options.scenario {scenario!r} is not a PULSE scenario"
+                             + _closest(str(scenario), pulse_scenarios()))
+        name = f"pulse/{scenario}"
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}{_closest(name, protocol_names())}")
+    spec = PROTOCOLS[name]
+    return spec, build(spec.options, options, "protocol.options")
+
+
+def run_protocol(name: str, ev: Evaluator, study: Study,
+                 options: Mapping[str, Any] | Any = None) -> ProtocolResult:
+    """Run a registered protocol (``pulse/<scenario>`` or ``pulse`` with ``scenario``);
+    ``options``: a mapping (validated) or the protocol's options object."""
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        spec = PROTOCOLS[name] if name in PROTOCOLS else resolve_protocol(name)[0]
+        if not isinstance(options, spec.options):
+            raise TypeError(f"protocol {spec.name} takes {spec.options.__name__}, "
+                            f"got {type(options).__name__}")
+        return spec.run(ev, study, options)
+    spec, opts = resolve_protocol(name, options)
+    return spec.run(ev, study, opts)
+
+
+# ------------------------------------------------------------------------ typed options
+
+TASKS_HELP = "tasks evaluated: classification, generation, cloze"
+MAX_PROFILES_HELP = "cap on the retain (and celebrity) profiles evaluated; null = all"
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"protocol.options.{key} {message}")
+
+
+def _check_tasks(tasks: Sequence[str]) -> None:
+    _check(bool(tasks), "tasks", "must name at least one task")
+    for t in tasks:
+        _check(t in TASK_RUNNERS, "tasks", f"names {t!r}; use {', '.join(TASK_RUNNERS)}")
+
+
+def _positive_or_none(value: int | None, key: str) -> None:
+    _check(value is None or value >= 1, key, f"must be at least 1 or null, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MllmuOptions:
+    forget_splits: tuple[str, ...] = field(
+        ("forget_5", "forget_10", "forget_15"),
+        "forget splits, each unlearned from the input model (retain = its complement)")
+    tasks: tuple[str, ...] = field(("classification", "generation", "cloze"), TASKS_HELP)
+    max_profiles: int | None = field(None, MAX_PROFILES_HELP)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.forget_splits), "forget_splits", "must name at least one split")
+        for s in self.forget_splits:
+            complement_split(s)
+        _check_tasks(self.tasks)
+        _positive_or_none(self.max_profiles, "max_profiles")
+
+
+@dataclasses.dataclass(frozen=True)
+class PulseFinetunedOptions:
+    forget_split: str = field("pulse_ft_forget", "the profiles that are unlearned")
+    retain_split: str = field("pulse_ft_retain", "the profiles that must stay")
+    finetune: dict | None = field(None, "train: keys of a fine-tune on both splits before "
+                                        "unlearning (e.g. {lr: 1e-4, epochs: 3}); null = the "
+                                        "model already knows them")
+    tasks: tuple[str, ...] = field(("classification",), TASKS_HELP)
+
+    def __post_init__(self) -> None:
+        if self.finetune is not None:
+            build(TrainConfig, self.finetune, "protocol.options.finetune")
+        _check_tasks(self.tasks)
+
+
+@dataclasses.dataclass(frozen=True)
+class PulsePretrainedOptions:
+    threshold: float = field(0.75, "per-profile accuracy needed to count as known")
+    forget_fraction: float = field(0.5, "share of the known profiles that is unlearned")
+    scoring: str = field("likelihood", "how known profiles are found: option likelihood or "
+                         "generated letter", choices=("likelihood", "letter"))
+    candidates: str | None = field(None, "split of candidate profiles; null = celebrities")
+    tasks: tuple[str, ...] = field(("classification",), TASKS_HELP)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.forget_fraction < 1, "forget_fraction",
+               f"must be in (0, 1), got {self.forget_fraction}")
+        _check_tasks(self.tasks)
+
+
+@dataclasses.dataclass(frozen=True)
+class PulseSequentialOptions:
+    k: int | None = field(None, "number of requests: the pulse_seq_* splits re-split into k "
+                                "parts; null = one request per pulse_seq_* split")
+    retain_split: str = field("retain_85", "retain profiles (method input and evaluation)")
+    max_profiles: int | None = field(None, MAX_PROFILES_HELP)
+    generality: bool = field(True, "image-understanding ROUGE-L on the retain profiles after "
+                                   "every request")
+    tasks: tuple[str, ...] = field(("classification",), TASKS_HELP)
+
+    def __post_init__(self) -> None:
+        _positive_or_none(self.k, "k")
+        _positive_or_none(self.max_profiles, "max_profiles")
+        _check_tasks(self.tasks)
+
+
+def _subset_choices() -> tuple[str, ...]:
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}["subset"].metadata["choices"]
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateTargetOptions:
+    targets: tuple[str, ...] = field(("projector+llm", "llm", "vision", "vision_mlp", "all"),
+                                     "trainable subsets compared (train.subset), one run each")
+    forget_split: str = field("forget_10", "the profiles that are unlearned")
+    max_profiles: int | None = field(None, MAX_PROFILES_HELP)
+    tasks: tuple[str, ...] = field(("classification",), TASKS_HELP)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.targets), "targets", "must name at least one subset")
+        for t in self.targets:
+            check_value("protocol.options.targets", t, str, _subset_choices())
+        complement_split(self.forget_split)
+        _positive_or_none(self.max_profiles, "max_profiles")
+        _check_tasks(self.tasks)
+
+
+@dataclasses.dataclass(frozen=True)
+class SmllmunOptions:
+    forget_split: str = field("forget_10", "the profiles that are unlearned")
+    max_profiles: int | None = field(None, MAX_PROFILES_HELP)
+
+    def __post_init__(self) -> None:
+        complement_split(self.forget_split)
+        _positive_or_none(self.max_profiles, "max_profiles")
+
+
+@dataclasses.dataclass(frozen=True)
+class RelearnOptions:
+    fraction: float = field(0.1, "share of the forget split's training QA the attacker "
+                                 "fine-tunes on (for train.epochs epochs)")
+    seed: int = field(0, "seed of that sample")
+    tasks: tuple[str, ...] = field(("classification",), TASKS_HELP)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.fraction <= 1, "fraction", f"must be in (0, 1], got {self.fraction}")
+        _check_tasks(self.tasks)
+
+
+def options_table(cls: type) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, help) of every option of an options class."""
+    return [(name, d["type"], d["default"], d["help"] + (
+        f" ({' / '.join(d['choices'])})" if "choices" in d else ""))
+        for name, d in describe(cls).items()]
+
+
+def _yaml(value: Any) -> str:
+    """A default as it is written in a YAML config."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_yaml(v) for v in value) + "]"
+    return str(value)
+
+
+def describe_protocols() -> str:
+    """Markdown: every protocol, its summary and its options (name, type, default, help);
+    configs/README.md carries it under "## Protocol options" (a test keeps them equal)."""
+    out = []
+    for name, spec in PROTOCOLS.items():
+        head = (f"### pulse, `scenario: {name.split('/', 1)[1]}`" if name.startswith("pulse/")
+                else f"### `{name}`")
+        lines = [head, "", spec.summary.replace("``", "`"), "",
+                 "| option | type | default | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{n}` | {t} | `{_yaml(d)}` | {h} |"
+                  for n, t, d, h in options_table(spec.options)]
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
 
 
 # ------------------------------------------------------------------------ shared pieces
 
-def model_fingerprint(model: Any, sample: int = 4096) -> str:
-    """A short hash of parameter names, shapes, dtypes and a strided sample of each value."""
-    h = hashlib.sha256()
-    for name in sorted(model.params):
-        v = model.params[name]
-        h.update(f"{name}:{tuple(v.shape)}:{v.dtype}".encode())
-        flat = np.asarray(v).reshape(-1)
-        h.update(np.ascontiguousarray(flat[:: max(1, flat.size // sample)]).tobytes())
-    return h.hexdigest()[:16]
+def unlearn(ev: Evaluator, method: str, forget: Sequence[Profile], retain: Sequence[Profile],
+            *, options: Mapping[str, Any] | None = None,
+            train: TrainConfig | Mapping[str, Any] | None = None,
+            others: Sequence[Profile] = ()) -> tuple[Evaluator, dict]:
+    """Run ``method`` (its ``options``, training config ``train``) on ``forget`` / ``retain``
+    from ``ev.model``; returns (the evaluator on the edited model, the method's report).
 
-
-def unlearn(method: str, model: Any, tokenizer: Any, pipe: PipelineConfig,
-            forget: Sequence[Profile], retain: Sequence[Profile], *,
-            overrides: Mapping | None = None,
-            others: Sequence[Profile] = ()) -> tuple[Any, dict]:
-    """Run ``method`` on ``forget`` / ``retain``; returns (edited model, method report)."""
+    The prompting baseline's system prompt goes into the returned evaluator's settings.
+    """
     from jaxunlearn.methods.base import UnlearnData, run_method
 
-    data = UnlearnData(tokenizer, pipe, list(forget), list(retain), list(others))
-    new_model, report, _ = run_method(method, model, data, dict(overrides or {}))
-    return new_model, report
-
-
-def _system_prompt(method: str, report: Mapping, cfg: EvalConfig) -> EvalConfig:
-    """The prompting baseline answers with its system prompt at evaluation."""
+    data = UnlearnData(ev.tokenizer, ev.pipeline, list(forget), list(retain), list(others))
+    result = run_method(method, ev.model, data, dict(options or {}), train=train)
+    report = result.report
     prompt = report.get("system_prompt") or (PROMPTING_SYSTEM if method == "prompting" else None)
-    return dataclasses.replace(cfg, system_prompt=prompt) if prompt else cfg
+    return ev.with_model(result.model(ev.model), system_prompt=prompt), report
 
 
-def _strip(records: Sequence[Mapping], method: str | None = None) -> Records:
-    """Records without protocol/step (for the main-table layout), optionally renamed."""
-    return [{k: v for k, v in r.items() if k not in ("protocol", "step")}
-            | ({"method": method} if method else {}) for r in records]
+def _unlearn(ev: Evaluator, study: Study, forget: Sequence[Profile],
+             retain: Sequence[Profile], **train_changes: Any) -> Evaluator:
+    """:func:`unlearn` with the study's method, options and training config."""
+    train = dataclasses.replace(study.train, **train_changes) if train_changes else study.train
+    return unlearn(ev, study.method, forget, retain, options=study.options, train=train)[0]
 
 
-def step_table(records: Sequence[Mapping], protocol: str, *, task: str = "classification",
-               metrics: Sequence[str] = ("accuracy", "likelihood_accuracy"),
-               step_label: str = "Step") -> str:
-    """Markdown with one row per step: (set, modality, metric) columns for one task
-    (shares in %, scores in :data:`UNSCALED` as they are)."""
-    rows = [r for r in select(records, protocol=protocol, task=task)
-            if r.get("step") is not None and r["metric"] in metrics]
-    if not rows:
-        return ""
-    cols = list(dict.fromkeys((r["method"], r["set"], r["modality"], r["metric"])
-                              for r in rows))
-    steps = sorted({r["step"] for r in rows})
-    head = [f"{m} {s} {mod} {met}" for m, s, mod, met in cols]
-    lines = [f"| {step_label} | " + " | ".join(head) + " |", "|---|" + "---:|" * len(cols)]
-    for st in steps:
-        cells = []
-        for m, s, mod, met in cols:
-            v = [r["value"] for r in rows if r["step"] == st and r["method"] == m
-                 and r["set"] == s and r["modality"] == mod and r["metric"] == met]
-            scale = 1.0 if met in UNSCALED else 100.0
-            cells.append(f"{scale * v[0]:.{1 if scale > 1 else 3}f}" if v else "–")
-        lines.append(f"| {st} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def finetune_on_qa(ev: Evaluator, records: Sequence[dict], train: TrainConfig, *,
+                   desc: str = "finetune", log_path: str | os.PathLike | None = None,
+                   on_epoch: Callable[[int, Any], None] | None = None) -> Any:
+    """``ev.model`` fine-tuned on QA ``records`` (both modalities, reshuffled each epoch,
+    ``train.batch_size`` per batch) by the project's training driver
+    (:func:`jaxunlearn.train.finetune`); ``on_epoch(epoch, model)`` runs after each epoch."""
+    from jaxunlearn.data.pipeline import make_mixed_dataset
 
+    pipe = dataclasses.replace(ev.pipeline, batch_size=train.batch_size)
 
-def write_protocol_report(out_dir: str | os.PathLike | None, protocol: str, config: Mapping,
-                          model: Any, records: Sequence[Mapping], markdown: str,
-                          plots: Sequence[tuple[str, Any, dict]] = ()) -> dict[str, Path]:
-    """Write report.json, report.md and plots (``(file name, plot fn, kwargs)``) to
-    ``out_dir``; plots without data are skipped. Returns the written paths."""
-    if out_dir is None:
-        return {}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for name, fn, kw in plots:
-        try:
-            fn(records, out / name, **kw)
-        except ValueError:  # nothing to plot for this view
-            continue
-        paths[name] = out / name
-    md = out / "report.md"
-    atomic_write_text(md, f"# {protocol}\n\n{markdown}")
-    paths["report.md"] = md
-    paths["report.json"] = R.write_run_report(out, {"protocol": protocol, **config},
-                                              model_fingerprint(model), records)
-    return paths
+    def batches(epoch: int):
+        return make_mixed_dataset(records, ev.tokenizer,
+                                  dataclasses.replace(pipe, seed=pipe.seed + epoch))
 
-
-def _eval(model: Any, tokenizer: Any, pipe: PipelineConfig, sets: Mapping[str, Any], *,
-          cfg: EvalConfig, method: str, protocol: str, step: int | None,
-          tasks: Sequence[str], judge: Any = None, nll: bool = True,
-          generate_fn: GenerateFn | None = None) -> Records:
-    return evaluate(model, tokenizer, None, pipe, sets, tasks=tasks, cfg=cfg, judge=judge,
-                    method=method, protocol=protocol, step=step, nll=nll,
-                    generate_fn=generate_fn).records
+    hook = None if on_epoch is None else (
+        lambda epoch, params: on_epoch(epoch, ev.model.replace(params=params)))
+    result = finetune(ev.model, batches, train, steps_per_epoch=len(batches(0)),
+                      log_path=log_path, desc=desc, on_epoch=hook)
+    return ev.model.replace(params=result.params)
 
 
 def _cap(profiles: Sequence[Profile], n: int | None) -> list[Profile]:
     return list(profiles[:n]) if n else list(profiles)
 
 
-def _config(**kw: Any) -> dict:
-    return {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
-            for k, v in kw.items()}
+def _config(study: Study, opts: Any, ev: Evaluator, **extra: Any) -> dict:
+    """The report's config: method, its options and training config, the protocol options,
+    eval settings and ``extra`` (dataclasses as dicts)."""
+    extra = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+             for k, v in extra.items()}
+    return {"method": study.method, "method_options": dict(study.options),
+            "train": dataclasses.asdict(study.train), **dataclasses.asdict(opts),
+            "eval": dataclasses.asdict(ev.settings), **extra}
+
+
+def _out(study: Study, name: str) -> Path | None:
+    """``out_dir/name`` (the directory created), or None without an output directory."""
+    if study.out_dir is None:
+        return None
+    Path(study.out_dir).mkdir(parents=True, exist_ok=True)
+    return Path(study.out_dir) / name
 
 
 # ------------------------------------------------------------------------ MLLMU-Bench
 
-def mllmu_protocol(model: Any, tokenizer: Any, benchmark: Benchmark, pipe: PipelineConfig,
-                   method: str, *, overrides: Mapping | None = None,
-                   forget_splits: Sequence[str] = ("forget_5", "forget_10", "forget_15"),
-                   tasks: Sequence[str] = ("classification", "generation", "cloze"),
-                   cfg: EvalConfig | None = None, judge: Any = None,
-                   max_profiles: int | None = None, out_dir: str | os.PathLike | None = None,
-                   generate_fn: GenerateFn | None = None) -> Records:
-    """For each forget split: unlearn it (retain = its complement), evaluate vanilla and the
-    unlearned model on Forget / Test / Retain / Celebrity x tasks x {multi, text}."""
-    cfg = cfg or EvalConfig()
+@register_protocol("mllmu", MllmuOptions)
+def mllmu_protocol(ev: Evaluator, study: Study, opts: MllmuOptions) -> ProtocolResult:
+    """MLLMU-Bench: per forget split, unlearn it (retain = its complement) and evaluate the
+    input and unlearned models on Forget / Test / Retain / Celebrity x tasks x modality."""
+    bench = study.benchmark
     records: Records = []
     md = []
-    for split in forget_splits:
+    for split in opts.forget_splits:
         proto = f"mllmu/{split}"
-        sets = benchmark_sets(benchmark, split, max_profiles=max_profiles)
-        pct = int(split.rsplit("_", 1)[1])
-        retain_train = benchmark.split(f"retain_{100 - pct}")
-        before = _eval(model, tokenizer, pipe, sets, cfg=cfg, method="vanilla", protocol=proto,
-                       step=0, tasks=tasks, judge=judge, generate_fn=generate_fn)
-        new, rep = unlearn(method, model, tokenizer, pipe, sets["forget"].profiles,
-                           retain_train, overrides=overrides)
-        after = _eval(new, tokenizer, pipe, sets, cfg=_system_prompt(method, rep, cfg),
-                      method=method, protocol=proto, step=1, tasks=tasks, judge=judge,
-                      generate_fn=generate_fn)
+        sets = benchmark_sets(bench, split, max_profiles=opts.max_profiles)
+        before = ev.records(sets, tasks=opts.tasks, method="vanilla", protocol=proto, step=0)
+        after_ev = _unlearn(ev, study, sets["forget"].profiles,
+                            bench.split(complement_split(split)))
+        after = after_ev.records(sets, tasks=opts.tasks, method=study.method, protocol=proto,
+                                 step=1)
         records += before + after
-        md.append(f"## {split}\n\n" + R.markdown_table(_strip(before + after)))
-    plots = [(f"tradeoff_{s}.png", _plot_main(R.plot_tradeoff, f"mllmu/{s}"), {})
-             for s in forget_splits]
-    plots += [(f"modality_{s}.png", _plot_main(R.plot_modality_bars, f"mllmu/{s}"), {})
-              for s in forget_splits]
-    write_protocol_report(out_dir, "mllmu", _config(method=method, overrides=overrides,
-                                                    forget_splits=list(forget_splits), eval=cfg),
-                          model, records, "\n".join(md), plots)
-    return records
-
-
-def _plot_main(fn, protocol: str):
-    """A plot function drawing the main-table view of one protocol's records."""
-    def plot(records, path, **kw):
-        return fn(_strip(select(records, protocol=protocol)), path, **kw)
-    return plot
+        md.append(f"## {split}\n\n" + R.markdown_table(R.strip_protocol(before + after)))
+    plots = [(f"tradeoff_{s}.png", R.main_view_plot(R.plot_tradeoff, f"mllmu/{s}"), {})
+             for s in opts.forget_splits]
+    plots += [(f"modality_{s}.png", R.main_view_plot(R.plot_modality_bars, f"mllmu/{s}"), {})
+              for s in opts.forget_splits]
+    paths = write_protocol_report(study.out_dir, "mllmu", _config(study, opts, ev), ev.model,
+                                  records, "\n".join(md), plots)
+    return ProtocolResult(records, paths)
 
 
 # ------------------------------------------------------------------------ PULSE
 
-def _before_after(model: Any, tokenizer: Any, pipe: PipelineConfig, method: str,
-                  forget: Sequence[Profile], retain: Sequence[Profile], sets: Mapping, *,
-                  protocol: str, overrides: Mapping | None, cfg: EvalConfig,
-                  tasks: Sequence[str], judge: Any,
-                  generate_fn: GenerateFn | None) -> tuple[Records, Any]:
-    before = _eval(model, tokenizer, pipe, sets, cfg=cfg, method=method, protocol=protocol,
-                   step=0, tasks=tasks, judge=judge, generate_fn=generate_fn)
-    new, rep = unlearn(method, model, tokenizer, pipe, forget, retain, overrides=overrides)
-    after = _eval(new, tokenizer, pipe, sets, cfg=_system_prompt(method, rep, cfg),
-                  method=method, protocol=protocol, step=1, tasks=tasks, judge=judge,
-                  generate_fn=generate_fn)
-    return before + after, new
+def _before_after(ev: Evaluator, study: Study, forget: Sequence[Profile],
+                  retain: Sequence[Profile], *, protocol: str,
+                  tasks: Sequence[str]) -> Records:
+    """Forget / retain records before (step 0) and after (step 1) unlearning ``forget``."""
+    sets = {"forget": list(forget), "retain": list(retain)}
+    before = ev.records(sets, tasks=tasks, method=study.method, protocol=protocol, step=0)
+    after_ev = _unlearn(ev, study, forget, retain)
+    return before + after_ev.records(sets, tasks=tasks, method=study.method, protocol=protocol,
+                                     step=1)
 
 
-def pulse_finetuned(model: Any, tokenizer: Any, benchmark: Benchmark, pipe: PipelineConfig,
-                    method: str, *, overrides: Mapping | None = None,
-                    train_cfg: TrainConfig | None = None,
-                    forget_split: str = "pulse_ft_forget", retain_split: str = "pulse_ft_retain",
-                    tasks: Sequence[str] = ("classification",), cfg: EvalConfig | None = None,
-                    judge: Any = None, out_dir: str | os.PathLike | None = None,
-                    generate_fn: GenerateFn | None = None) -> tuple[Records, Any]:
-    """PULSE fine-tuned knowledge: fine-tune on the N profiles of both splits (skipped when
-    ``train_cfg`` is None, i.e. ``model`` already knows them), unlearn ``forget_split``.
+@register_protocol("pulse/finetuned", PulseFinetunedOptions)
+def pulse_finetuned(ev: Evaluator, study: Study,
+                    opts: PulseFinetunedOptions) -> ProtocolResult:
+    """PULSE fine-tuned knowledge: the model learns the profiles of both splits (by the
+    fine-tune of option ``finetune``, or before), then unlearns ``forget_split``.
 
-    Returns (records with steps 0 = fine-tuned, 1 = unlearned, the fine-tuned model).
+    Steps: 0 = fine-tuned, 1 = unlearned; the result's model is the fine-tuned one.
     """
-    from jaxunlearn.demo.vanilla import train_on_qa
+    bench = study.benchmark
+    forget, retain = bench.split(opts.forget_split), bench.split(opts.retain_split)
+    if opts.finetune is not None:
+        from jaxunlearn.data.pipeline import qa_records
 
-    cfg = cfg or EvalConfig()
-    forget, retain = benchmark.split(forget_split), benchmark.split(retain_split)
-    if train_cfg is not None:
-        recs = qa_records([*forget, *retain], pipe.family, "train")
-        model, _ = train_on_qa(model, recs, tokenizer, pipe, train_cfg, progress=cfg.progress,
-                               desc="pulse fine-tune")
-    sets = {"forget": forget, "retain": retain}
-    records, _ = _before_after(model, tokenizer, pipe, method, forget, retain, sets,
-                               protocol="pulse_ft", overrides=overrides, cfg=cfg, tasks=tasks,
-                               judge=judge, generate_fn=generate_fn)
-    write_protocol_report(out_dir, "pulse_ft",
-                          _config(method=method, overrides=overrides, eval=cfg,
-                                  train=train_cfg, forget_split=forget_split),
-                          model, records, step_table(records, "pulse_ft"),
-                          _modality_plots("pulse_ft", method))
-    return records, model
+        recipe = build(TrainConfig, opts.finetune, "protocol.options.finetune")
+        qa = qa_records([*forget, *retain], ev.pipeline.family, "train")
+        ev = ev.with_model(finetune_on_qa(ev, qa, recipe, desc="pulse fine-tune",
+                                          log_path=_out(study, "finetune_metrics.jsonl")))
+    records = _before_after(ev, study, forget, retain, protocol="pulse_ft", tasks=opts.tasks)
+    paths = write_protocol_report(study.out_dir, "pulse_ft", _config(study, opts, ev),
+                                  ev.model, records, step_table(records, "pulse_ft"),
+                                  R.modality_plots("pulse_ft", study.method))
+    return ProtocolResult(records, paths, ev.model)
 
 
-def profile_accuracy(model: Any, tokenizer: Any, profiles: Sequence[Profile],
-                     pipe: PipelineConfig, *, modality: str = "multi",
-                     scoring: str = "likelihood", cfg: EvalConfig | None = None,
-                     generate_fn: GenerateFn | None = None) -> dict[str, float]:
+def profile_accuracy(ev: Evaluator, profiles: Sequence[Profile], *, modality: str = "multi",
+                     scoring: str = "likelihood") -> dict[str, float]:
     """Classification accuracy per profile id (``scoring``: ``likelihood`` or ``letter``)."""
-    from jaxunlearn.eval.tasks import run_classification, run_likelihood_classification
-
-    cfg = cfg or EvalConfig()
     tag = Tag("probe", "candidates", modality)
     if scoring == "likelihood":
-        res = run_likelihood_classification(model, tokenizer, profiles, pipe, tag, cfg=cfg)
+        res = run_likelihood_classification(ev, profiles, tag)
     elif scoring == "letter":
-        res = run_classification(model, tokenizer, profiles, pipe, tag, cfg=cfg,
-                                 generate_fn=generate_fn)
+        res = run_classification(ev, profiles, tag)
     else:
         raise ValueError(f"scoring must be 'likelihood' or 'letter', got {scoring!r}")
     hits: dict[str, list[bool]] = {p.id: [] for p in profiles}
@@ -255,158 +464,122 @@ def profile_accuracy(model: Any, tokenizer: Any, profiles: Sequence[Profile],
     return {pid: float(np.mean(h)) for pid, h in hits.items() if h}
 
 
-def select_known_profiles(model: Any, tokenizer: Any, profiles: Sequence[Profile],
-                          pipe: PipelineConfig, *, threshold: float = 0.75,
-                          modality: str = "multi", scoring: str = "likelihood",
-                          cfg: EvalConfig | None = None) -> tuple[list[Profile], dict[str, float]]:
+def select_known_profiles(ev: Evaluator, profiles: Sequence[Profile], *,
+                          threshold: float = 0.75, modality: str = "multi",
+                          scoring: str = "likelihood") -> tuple[list[Profile], dict[str, float]]:
     """Profiles the model already answers at or above ``threshold`` accuracy, and all scores."""
-    acc = profile_accuracy(model, tokenizer, profiles, pipe, modality=modality,
-                           scoring=scoring, cfg=cfg)
+    acc = profile_accuracy(ev, profiles, modality=modality, scoring=scoring)
     return [p for p in profiles if acc.get(p.id, 0.0) >= threshold], acc
 
 
-def pulse_pretrained(model: Any, tokenizer: Any, benchmark: Benchmark, pipe: PipelineConfig,
-                     method: str, *, overrides: Mapping | None = None, threshold: float = 0.75,
-                     forget_fraction: float = 0.5, candidates: Sequence[Profile] | None = None,
-                     scoring: str = "likelihood", tasks: Sequence[str] = ("classification",),
-                     cfg: EvalConfig | None = None, judge: Any = None,
-                     out_dir: str | os.PathLike | None = None,
-                     generate_fn: GenerateFn | None = None) -> Records:
-    """PULSE pre-trained knowledge: keep the candidates (default: celebrities) the model
-    answers at >= ``threshold``, unlearn the first ``forget_fraction`` of them, keep the rest."""
-    cfg = cfg or EvalConfig()
-    pool = list(benchmark.celebrities if candidates is None else candidates)
-    known, acc = select_known_profiles(model, tokenizer, pool, pipe, threshold=threshold,
-                                       scoring=scoring, cfg=cfg)
+@register_protocol("pulse/pretrained", PulsePretrainedOptions)
+def pulse_pretrained(ev: Evaluator, study: Study,
+                     opts: PulsePretrainedOptions) -> ProtocolResult:
+    """PULSE pre-trained knowledge: keep the candidates the model answers at >= ``threshold``,
+    unlearn the first ``forget_fraction`` of them, keep the rest."""
+    bench = study.benchmark
+    pool = list(bench.celebrities if opts.candidates is None else bench.split(opts.candidates))
+    known, acc = select_known_profiles(ev, pool, threshold=opts.threshold,
+                                       scoring=opts.scoring)
     if len(known) < 2:
-        raise ValueError(f"pulse_pretrained: only {len(known)} of {len(pool)} candidate profiles "
-                         f"reach accuracy {threshold}; lower threshold= or pass candidates=")
-    k = min(max(1, round(len(known) * forget_fraction)), len(known) - 1)
+        raise ValueError(f"pulse pretrained: only {len(known)} of {len(pool)} candidate "
+                         f"profiles reach accuracy {opts.threshold}; lower "
+                         "protocol.options.threshold or pick protocol.options.candidates")
+    k = min(max(1, round(len(known) * opts.forget_fraction)), len(known) - 1)
     forget, retain = known[:k], known[k:]
-    records, _ = _before_after(model, tokenizer, pipe, method, forget, retain,
-                               {"forget": forget, "retain": retain}, protocol="pulse_pt",
-                               overrides=overrides, cfg=cfg, tasks=tasks, judge=judge,
-                               generate_fn=generate_fn)
-    write_protocol_report(out_dir, "pulse_pt",
-                          _config(method=method, overrides=overrides, eval=cfg,
-                                  threshold=threshold, selection=acc,
-                                  forget=[p.id for p in forget], retain=[p.id for p in retain]),
-                          model, records, step_table(records, "pulse_pt"),
-                          _modality_plots("pulse_pt", method))
-    return records
+    records = _before_after(ev, study, forget, retain, protocol="pulse_pt", tasks=opts.tasks)
+    config = _config(study, opts, ev, selection=acc, forget=[p.id for p in forget],
+                     retain=[p.id for p in retain])
+    paths = write_protocol_report(study.out_dir, "pulse_pt", config, ev.model, records,
+                                  step_table(records, "pulse_pt"),
+                                  R.modality_plots("pulse_pt", study.method))
+    return ProtocolResult(records, paths)
 
 
-def _modality_plots(protocol: str, method: str) -> list[tuple[str, Any, dict]]:
-    """Multi-vs-text bars of the forget set after unlearning (vanilla = step 0)."""
-    def plot(records, path, **kw):
-        rows = select(records, protocol=protocol)
-        last = max(r["step"] for r in rows)
-        main = (_strip([r for r in rows if r["step"] == 0], "vanilla")
-                + _strip([r for r in rows if r["step"] == last], method))
-        return R.plot_modality_bars(main, path, **kw)
-    return [("modality_forget.png", plot, {"metric": "likelihood_accuracy"}),
-            ("modality_forget_letter.png", plot, {})]
-
-
-def pulse_sequential(model: Any, tokenizer: Any, benchmark: Benchmark, pipe: PipelineConfig,
-                     method: str, *, k: int | None = None,
-                     parts: Sequence[Sequence[Profile]] | None = None,
-                     retain_split: str = "retain_85", overrides: Mapping | None = None,
-                     tasks: Sequence[str] = ("classification",), cfg: EvalConfig | None = None,
-                     max_profiles: int | None = None, generality: bool = True,
-                     judge: Any = None, out_dir: str | os.PathLike | None = None,
-                     generate_fn: GenerateFn | None = None) -> Records:
-    """PULSE sustainability: K unlearning requests in turn, evaluated before and after each.
-
-    ``parts`` defaults to the benchmark's ``pulse_seq_1`` .. ``pulse_seq_K`` splits (all of
-    them, or the union re-split into ``k`` parts). Each evaluation (steps 0..K) covers
-    ``forget`` (all parts), ``forgotten`` (parts requested so far, from step 1), ``retain``
-    (capped by ``max_profiles``) and, with ``generality``, image-understanding ROUGE-L on
-    the retain profiles (set ``generality``, task ``image_understanding``).
-    """
-    cfg = cfg or EvalConfig()
-    if parts is None:
-        names = sorted((s for s in benchmark.splits if s.startswith("pulse_seq_")),
-                       key=lambda s: int(s.rsplit("_", 1)[1]))
-        parts = [benchmark.split(s) for s in names]
-        if k is not None and k != len(parts):
-            pool = [p for part in parts for p in part]
-            if k > len(pool):
-                raise ValueError(f"pulse_sequential: k={k} parts but only {len(pool)} profiles")
-            parts = [list(x) for x in np.array_split(np.array(pool, dtype=object), k)]
+def sequential_parts(benchmark: Benchmark, k: int | None = None) -> list[list[Profile]]:
+    """The ``pulse_seq_1`` .. ``pulse_seq_K`` splits, or their union re-split into ``k``."""
+    names = sorted((s for s in benchmark.splits if s.startswith("pulse_seq_")),
+                   key=lambda s: int(s.rsplit("_", 1)[1]))
+    parts = [benchmark.split(s) for s in names]
+    if k is not None and k != len(parts):
+        pool = [p for part in parts for p in part]
+        if k > len(pool):
+            raise ValueError(f"protocol.options.k={k} parts but only {len(pool)} profiles in "
+                             "the pulse_seq_* splits")
+        parts = [list(x) for x in np.array_split(np.array(pool, dtype=object), k)]
     parts = [list(p) for p in parts]
     if not parts or any(not p for p in parts):
-        raise ValueError("pulse_sequential: every request needs at least one profile")
+        raise ValueError("pulse sequential: every request needs at least one profile (the "
+                         "benchmark needs pulse_seq_* splits)")
+    return parts
+
+
+@register_protocol("pulse/sequential", PulseSequentialOptions)
+def pulse_sequential(ev: Evaluator, study: Study,
+                     opts: PulseSequentialOptions) -> ProtocolResult:
+    """PULSE sustainability: K unlearning requests in turn, evaluated before and after each.
+
+    Each evaluation (steps 0..K) covers ``forget`` (all parts), ``forgotten`` (parts
+    requested so far, from step 1), ``retain`` (capped by ``max_profiles``) and, with
+    ``generality``, image-understanding ROUGE-L on the retain profiles (set ``generality``).
+    """
+    parts = sequential_parts(study.benchmark, opts.k)
     all_forget = [p for part in parts for p in part]
-    retain = benchmark.split(retain_split)
-    retain_eval = _cap(retain, max_profiles)
+    retain = study.benchmark.split(opts.retain_split)
+    retain_eval = _cap(retain, opts.max_profiles)
+    method = study.method
     records: Records = []
-    current, eval_cfg = model, cfg
+    current = ev
     for step in range(len(parts) + 1):
         if step:
-            current, rep = unlearn(method, current, tokenizer, pipe, parts[step - 1], retain,
-                                   overrides=overrides)
-            eval_cfg = _system_prompt(method, rep, cfg)
+            current = _unlearn(current, study, parts[step - 1], retain)
         sets: dict[str, Any] = {"forget": all_forget, "retain": retain_eval}
         if step:
             sets["forgotten"] = [p for part in parts[:step] for p in part]
-        records += _eval(current, tokenizer, pipe, sets, cfg=eval_cfg, method=method,
-                         protocol="sequential", step=step, tasks=tasks, judge=judge,
-                         generate_fn=generate_fn)
-        if generality:
+        records += current.records(sets, tasks=opts.tasks, method=method,
+                                   protocol="sequential", step=step)
+        if opts.generality:
             tag = Tag(method, "generality", "multi", "sequential", step)
-            records += run_qa_generation(current, tokenizer, retain_eval, pipe, tag,
-                                         "image_understanding", source="understanding",
-                                         cfg=eval_cfg, generate_fn=generate_fn).records
+            records += current.qa_generation(retain_eval, tag, "image_understanding",
+                                             source="understanding").records
     md = step_table(records, "sequential", step_label="Request")
-    if generality:
+    if opts.generality:
         md += "\n" + step_table(records, "sequential", task="image_understanding",
                                 metrics=("rougeL",), step_label="Request")
     plots = [(f"sequential_{mod}_{met}.png", R.plot_sequential,
               {"method": method, "modality": mod, "metric": met})
              for mod in MODALITIES for met in ("accuracy", "likelihood_accuracy")]
-    write_protocol_report(out_dir, "sequential",
-                          _config(method=method, overrides=overrides, eval=cfg,
-                                  parts=[[p.id for p in part] for part in parts]),
-                          model, records, md, plots)
-    return records
+    config = _config(study, opts, ev, parts=[[p.id for p in part] for part in parts])
+    paths = write_protocol_report(study.out_dir, "sequential", config, ev.model, records, md,
+                                  plots)
+    return ProtocolResult(records, paths)
 
 
-def update_target_sweep(model: Any, tokenizer: Any, benchmark: Benchmark, pipe: PipelineConfig,
-                        method: str, *, targets: Sequence[str] = ("projector+llm", "llm",
-                                                                  "vision", "vision_mlp", "all"),
-                        subset_key: str = "subset", forget_split: str = "forget_10",
-                        overrides: Mapping | None = None,
-                        tasks: Sequence[str] = ("classification",),
-                        cfg: EvalConfig | None = None, max_profiles: int | None = None,
-                        out_dir: str | os.PathLike | None = None,
-                        generate_fn: GenerateFn | None = None) -> Records:
-    """Run ``method`` once per trainable subset (config key ``subset_key``); methods are
-    labelled ``method[target]``. Step 0 is vanilla, step 1 each unlearned model."""
-    cfg = cfg or EvalConfig()
-    sets = benchmark_sets(benchmark, forget_split, max_profiles=max_profiles)
+@register_protocol("pulse/update_target", UpdateTargetOptions)
+def update_target_sweep(ev: Evaluator, study: Study,
+                        opts: UpdateTargetOptions) -> ProtocolResult:
+    """Update targets: the method once per trainable subset (``train.subset``), labelled
+    ``method[target]``; step 0 is the input model, step 1 each unlearned one."""
+    bench = study.benchmark
+    sets = benchmark_sets(bench, opts.forget_split, max_profiles=opts.max_profiles)
     sets.pop("test", None)
-    pct = int(forget_split.rsplit("_", 1)[1])
-    retain_train = benchmark.split(f"retain_{100 - pct}")
-    records = _eval(model, tokenizer, pipe, sets, cfg=cfg, method="vanilla",
-                    protocol="update_target", step=0, tasks=tasks, generate_fn=generate_fn)
-    for target in targets:
-        new, rep = unlearn(method, model, tokenizer, pipe, sets["forget"].profiles,
-                           retain_train, overrides={**(overrides or {}), subset_key: target})
-        records += _eval(new, tokenizer, pipe, sets, cfg=_system_prompt(method, rep, cfg),
-                         method=f"{method}[{target}]", protocol="update_target", step=1,
-                         tasks=tasks, generate_fn=generate_fn)
-    main = _strip(records)
+    retain_train = bench.split(complement_split(opts.forget_split))
+    records = ev.records(sets, tasks=opts.tasks, method="vanilla", protocol="update_target",
+                         step=0)
+    for target in opts.targets:
+        after = _unlearn(ev, study, sets["forget"].profiles, retain_train, subset=target)
+        records += after.records(sets, tasks=opts.tasks, method=f"{study.method}[{target}]",
+                                 protocol="update_target", step=1)
+    main = R.strip_protocol(records)
     md = R.markdown_table(main) if any(r["task"] in ("classification", "generation", "cloze")
                                        for r in main) else ""
-    plots = [("tradeoff.png", _plot_main(R.plot_tradeoff, "update_target"),
+    plots = [("tradeoff.png", R.main_view_plot(R.plot_tradeoff, "update_target"),
               {"metric": "likelihood_accuracy"}),
-             ("modality_forget.png", _plot_main(R.plot_modality_bars, "update_target"),
+             ("modality_forget.png", R.main_view_plot(R.plot_modality_bars, "update_target"),
               {"metric": "likelihood_accuracy"})]
-    write_protocol_report(out_dir, "update_target",
-                          _config(method=method, targets=list(targets), overrides=overrides,
-                                  eval=cfg), model, records, md, plots)
-    return records
+    paths = write_protocol_report(study.out_dir, "update_target", _config(study, opts, ev),
+                                  ev.model, records, md, plots)
+    return ProtocolResult(records, paths)
 
 
 # ------------------------------------------------------------------------ S-MLLMUn
@@ -418,92 +591,75 @@ SMLLMUN_TASKS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def smllmun_eval(model: Any, tokenizer: Any, sets: Mapping[str, Sequence[Profile]],
-                 pipe: PipelineConfig, *, method: str, step: int | None = None,
-                 protocol: str | None = "smllmun", cfg: EvalConfig | None = None,
-                 judge: Any = None, generate_fn: GenerateFn | None = None) -> Records:
+def smllmun_eval(ev: Evaluator, sets: Mapping[str, Sequence[Profile]], *, method: str,
+                 step: int | None = None, protocol: str | None = "smllmun") -> Records:
     """Image memory (multimodal training QA), text memory (text-only training QA) and image
     understanding (``understanding_qa``) per set: ROUGE-1/2/L and degeneration always;
-    judge ``fact`` and ``meaningful`` scores (0-10) when a judge is set."""
-    cfg = cfg or EvalConfig()
-    if judge is not None:
-        cfg = dataclasses.replace(cfg, judge_metrics=("fact", "meaningful"))
+    judge ``fact`` and ``meaningful`` scores (0-10) when the evaluator has a judge."""
+    if ev.judge is not None:
+        ev = ev.with_settings(judge_metrics=("fact", "meaningful"))
     out: Records = []
     for set_name, profiles in sets.items():
         for task, modality, source in SMLLMUN_TASKS:
             tag = Tag(method, set_name, modality, protocol, step)
-            out += run_qa_generation(model, tokenizer, list(profiles), pipe, tag, task,
-                                     source=source, cfg=cfg, judge=judge,
-                                     generate_fn=generate_fn).records
+            out += ev.qa_generation(list(profiles), tag, task, source=source).records
     return out
 
 
-def smllmun_protocol(model: Any, tokenizer: Any, benchmark: Benchmark, pipe: PipelineConfig,
-                     method: str, *, forget_split: str = "forget_10",
-                     overrides: Mapping | None = None, cfg: EvalConfig | None = None,
-                     judge: Any = None, max_profiles: int | None = None,
-                     out_dir: str | os.PathLike | None = None,
-                     generate_fn: GenerateFn | None = None) -> Records:
-    """Unlearn ``forget_split``; S-MLLMUn scores of forget and retain before (0) / after (1)."""
-    cfg = cfg or EvalConfig()
-    forget = benchmark.split(forget_split)
-    pct = int(forget_split.rsplit("_", 1)[1])
-    retain = benchmark.split(f"retain_{100 - pct}")
-    sets = {"forget": forget, "retain": _cap(retain, max_profiles)}
-    records = smllmun_eval(model, tokenizer, sets, pipe, method=method, step=0, cfg=cfg,
-                           judge=judge, generate_fn=generate_fn)
-    new, rep = unlearn(method, model, tokenizer, pipe, forget, retain, overrides=overrides)
-    records += smllmun_eval(new, tokenizer, sets, pipe, method=method, step=1,
-                            cfg=_system_prompt(method, rep, cfg), judge=judge,
-                            generate_fn=generate_fn)
-    md = "\n".join(step_table(records, "smllmun", task=t, metrics=m)
-                   for t, _, _ in SMLLMUN_TASKS
-                   for m in (("rougeL", "degeneration", "fact", "meaningful"),))
-    write_protocol_report(out_dir, "smllmun",
-                          _config(method=method, overrides=overrides, eval=cfg,
-                                  forget_split=forget_split), model, records,
-                          md + "\n(ROUGE-L and degeneration in %, judge scores 0-10.)\n")
-    return records
+@register_protocol("smllmun", SmllmunOptions)
+def smllmun_protocol(ev: Evaluator, study: Study, opts: SmllmunOptions) -> ProtocolResult:
+    """S-MLLMUn: unlearn ``forget_split``; image memory, text memory and image understanding
+    scores of forget and retain before (0) and after (1)."""
+    bench = study.benchmark
+    forget = bench.split(opts.forget_split)
+    retain = bench.split(complement_split(opts.forget_split))
+    sets = {"forget": forget, "retain": _cap(retain, opts.max_profiles)}
+    records = smllmun_eval(ev, sets, method=study.method, step=0)
+    after = _unlearn(ev, study, forget, retain)
+    records += smllmun_eval(after, sets, method=study.method, step=1)
+    md = "\n".join(step_table(records, "smllmun", task=t,
+                              metrics=("rougeL", "degeneration", "fact", "meaningful"))
+                   for t, _, _ in SMLLMUN_TASKS)
+    paths = write_protocol_report(study.out_dir, "smllmun", _config(study, opts, ev), ev.model,
+                                  records,
+                                  md + "\n(ROUGE-L and degeneration in %, judge scores 0-10.)\n")
+    return ProtocolResult(records, paths)
 
 
 # ------------------------------------------------------------------------ relearning
 
-def relearning_attack(model: Any, tokenizer: Any, forget: Sequence[Profile],
-                      pipe: PipelineConfig, *, method: str = "unlearned",
-                      fraction: float = 0.1, epochs: int = 5,
-                      train_cfg: TrainConfig | None = None, seed: int = 0,
-                      tasks: Sequence[str] = ("classification",),
-                      cfg: EvalConfig | None = None, out_dir: str | os.PathLike | None = None,
-                      generate_fn: GenerateFn | None = None) -> tuple[Records, Any]:
-    """Relearning attack: fine-tune on ``fraction`` of the forget set's training QA (a seeded
-    sample, both modalities) for ``epochs`` epochs with the vanilla recipe, evaluating the
-    forget set after every epoch (step 0 = before).
+@register_protocol("relearn", RelearnOptions)
+def relearning_attack(ev: Evaluator, study: Study, opts: RelearnOptions) -> ProtocolResult:
+    """Relearning attack: fine-tune the (unlearned) model on ``fraction`` of the training QA
+    of ``data.forget_split`` with the ``train:`` recipe, evaluating those profiles after
+    every epoch (step e; step 0 = before).
 
-    Adds ``AG`` records (``after - before``, step None) for each accuracy metric of each
-    modality: ``AG`` for ``accuracy`` (multi = VQA, text = QA), ``AG_<metric>`` otherwise.
-    Training uses the vanilla recipe's pieces (answer NLL, ``train_cfg``'s optimizer,
-    subset, LoRA) with one jitted step and one optimizer state across all epochs.
-    Returns (records, relearned model).
+    ``study.forget_split`` is the split the model unlearned; ``study.method`` labels the
+    records. One training run of ``train.epochs`` epochs (one optimizer state and schedule)
+    through the project's driver, evaluated from its end-of-epoch hook. Adds ``AG`` records
+    (``after - before``, step None) for each accuracy metric of each modality: ``AG`` for
+    ``accuracy``, ``AG_<metric>`` otherwise. The result's model is the relearned one.
     """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"relearning fraction must be in (0, 1], got {fraction}")
-    cfg = cfg or EvalConfig()
-    train_cfg = train_cfg or TrainConfig()
-    pool = qa_records(forget, pipe.family, "train")
+    from jaxunlearn.data.pipeline import qa_records
+
+    train = study.train
+    forget = study.benchmark.split(study.forget_split)
+    pool = qa_records(forget, ev.pipeline.family, "train")
     if not pool:
-        raise ValueError("relearning_attack: the forget profiles have no training QA")
-    n = max(1, math.ceil(fraction * len(pool)))
-    pick = np.random.default_rng(seed).permutation(len(pool))[:n]
+        raise ValueError(f"relearn: the {study.forget_split} profiles have no training QA")
+    n = max(1, math.ceil(opts.fraction * len(pool)))
+    pick = np.random.default_rng(opts.seed).permutation(len(pool))[:n]
     subset = [pool[int(i)] for i in sorted(pick)]
     sets = {"forget": list(forget)}
-    records = _eval(model, tokenizer, pipe, sets, cfg=cfg, method=method, protocol="relearn",
-                    step=0, tasks=tasks, generate_fn=generate_fn)
-    trainer = _EpochTrainer(model, subset, tokenizer, pipe, train_cfg, epochs, cfg.progress)
-    current = model
-    for epoch in range(1, epochs + 1):
-        current = trainer.epoch(epoch)
-        records += _eval(current, tokenizer, pipe, sets, cfg=cfg, method=method,
-                         protocol="relearn", step=epoch, tasks=tasks, generate_fn=generate_fn)
+    method = study.method
+    records = ev.records(sets, tasks=opts.tasks, method=method, protocol="relearn", step=0)
+
+    def after_epoch(epoch: int, model: Any) -> None:
+        records.extend(ev.with_model(model).records(sets, tasks=opts.tasks, method=method,
+                                                    protocol="relearn", step=epoch + 1))
+
+    relearned = finetune_on_qa(ev, subset, train, desc="relearn", on_epoch=after_epoch,
+                               log_path=_out(study, "relearn_metrics.jsonl"))
     records += relearning_gain(records, method)
     md = step_table(records, "relearn", step_label="Epoch")
     ag = [r for r in records if r["metric"].startswith("AG")]
@@ -511,54 +667,10 @@ def relearning_attack(model: Any, tokenizer: Any, forget: Sequence[Profile],
                            for r in ag) + "\n"
     plots = [(f"relearn_{mod}_{met}.png", R.plot_relearning, {"modality": mod, "metric": met})
              for mod in MODALITIES for met in ("accuracy", "likelihood_accuracy")]
-    write_protocol_report(out_dir, "relearn",
-                          _config(method=method, fraction=fraction, epochs=epochs,
-                                  train=train_cfg, eval=cfg, n_relearn_qa=n), model, records,
-                          md, plots)
-    return records, current
-
-
-class _EpochTrainer:
-    """The vanilla fine-tuning recipe, one epoch per call, state kept between calls."""
-
-    def __init__(self, model: Any, records: Sequence[dict], tokenizer: Any,
-                 pipe: PipelineConfig, cfg: TrainConfig, epochs: int, progress: bool):
-        from jaxunlearn.data.pipeline import make_mixed_dataset
-        from jaxunlearn.train import lora as lora_lib
-        from jaxunlearn.train import subsets
-        from jaxunlearn.train.finetune import make_nll_loss
-        from jaxunlearn.train.state import init_state, make_optimizer
-        from jaxunlearn.train.step import make_train_step
-
-        self.model, self.cfg, self.progress = model, cfg, progress
-        self.lora = cfg.lora_config()
-        self.batches = lambda e: make_mixed_dataset(
-            records, tokenizer, dataclasses.replace(pipe, seed=pipe.seed + e))
-        if self.lora is not None:
-            trainable, self.frozen = lora_lib.init_lora(model.params, self.lora, cfg.seed), \
-                model.params
-        else:
-            trainable, self.frozen = subsets.split_params(
-                model.params, subsets.trainable_mask(model.params, cfg.subset, cfg.deeper_half))
-        total = max(epochs * len(self.batches(0)), 1)
-        opt = make_optimizer(cfg.lr, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
-                             total_steps=total, weight_decay=cfg.weight_decay)
-        self.state = init_state(trainable, opt, cfg.seed)
-        loss = make_nll_loss(model.graphdef, dtype=model.compute_dtype, remat=cfg.remat,
-                             lora_cfg=self.lora)
-        self.step = make_train_step(loss, opt, grad_accum=cfg.grad_accum,
-                                    clip_norm=cfg.clip_norm)
-
-    def epoch(self, epoch: int) -> Any:
-        """Train one more epoch; the model after it."""
-        from jaxunlearn.train.finetune import full_params
-        from jaxunlearn.train.loop import run_epochs
-
-        self.state, _ = run_epochs(self.step, self.state, self.frozen,
-                                   lambda _: self.batches(epoch), epochs=1,
-                                   desc=f"relearn {epoch}", progress=self.progress)
-        return self.model.replace(params=full_params(dict(self.state.params), self.frozen,
-                                                     self.lora))
+    config = _config(study, opts, ev, forget_split=study.forget_split, epochs=train.epochs,
+                     n_relearn_qa=n)
+    paths = write_protocol_report(study.out_dir, "relearn", config, ev.model, records, md, plots)
+    return ProtocolResult(records, paths, relearned)
 
 
 def relearning_gain(records: Sequence[Mapping], method: str,
@@ -579,7 +691,12 @@ def relearning_gain(records: Sequence[Mapping], method: str,
     return out
 
 
-__all__ = ["EvalSet", "model_fingerprint", "mllmu_protocol", "profile_accuracy",
-           "pulse_finetuned", "pulse_pretrained", "pulse_sequential", "relearning_attack",
-           "relearning_gain", "select_known_profiles", "smllmun_eval", "smllmun_protocol",
-           "step_table", "unlearn", "update_target_sweep", "write_protocol_report"]
+__all__ = ["EvalSet", "Evaluator", "PROTOCOLS", "ProtocolResult", "ProtocolSpec", "Study",
+           "MllmuOptions", "PulseFinetunedOptions", "PulsePretrainedOptions",
+           "PulseSequentialOptions", "RelearnOptions", "SmllmunOptions", "UpdateTargetOptions",
+           "describe_protocols", "finetune_on_qa", "mllmu_protocol",
+           "options_table", "profile_accuracy", "protocol_names",
+           "pulse_finetuned", "pulse_pretrained", "pulse_scenarios", "pulse_sequential",
+           "register_protocol", "relearning_attack", "relearning_gain", "resolve_protocol",
+           "run_protocol", "select_known_profiles", "sequential_parts", "smllmun_eval",
+           "smllmun_protocol", "unlearn", "update_target_sweep"]

@@ -7,16 +7,23 @@ Multimodal and text-only results are **separate tables** (``### Multimodal``, th
 ``### Text-only``), each with the same columns. Accuracies are shown in percent with one
 decimal, ROUGE-L F-measure in [0, 1] with three; a missing number is ``–``.
 Plots live in :mod:`jaxunlearn.eval.plots` and are re-exported here.
+
+Protocol reports (:func:`write_protocol_report`): ``report.json``, ``report.md`` with
+per-step tables (:func:`step_table`) and the protocol's plots, in the protocol's ``out_dir``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from jaxunlearn.eval._atomic import atomic_write_text
 from jaxunlearn.eval.plots import (  # noqa: F401
@@ -31,6 +38,7 @@ from jaxunlearn.eval.records import (
     lookup,
     main_records,
     method_order,
+    select,
     validate_record,
 )
 
@@ -198,3 +206,95 @@ def merge_reports(run_dirs: Sequence[str | os.PathLike], vanilla: str = "vanilla
         f"- `{label}`: model `{rep.get('model_hash')}`, commit `{rep.get('git_commit')}`, "
         f"created {rep.get('created')}" for label, rep in zip(labels, reports)]
     return "\n".join(header) + "\n\n" + markdown_table(merged, vanilla=vanilla)
+
+
+# --- protocol reports ------------------------------------------------------------------------
+
+UNSCALED = frozenset({"nll", "fact", "meaningful", "factuality"})  # shown as they are
+PlotSpec = tuple[str, Callable[..., Any], dict]  # (file name, plot function, its kwargs)
+
+
+def model_fingerprint(model: Any, sample: int = 4096) -> str:
+    """A short hash of parameter names, shapes, dtypes and a strided sample of each value."""
+    h = hashlib.sha256()
+    for name in sorted(model.params):
+        v = model.params[name]
+        h.update(f"{name}:{tuple(v.shape)}:{v.dtype}".encode())
+        flat = np.asarray(v).reshape(-1)
+        h.update(np.ascontiguousarray(flat[:: max(1, flat.size // sample)]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def strip_protocol(records: Sequence[Mapping], method: str | None = None) -> list[dict]:
+    """Records without protocol/step (the main-table layout), optionally renamed."""
+    return [{k: v for k, v in r.items() if k not in ("protocol", "step")}
+            | ({"method": method} if method else {}) for r in records]
+
+
+def step_table(records: Sequence[Mapping], protocol: str, *, task: str = "classification",
+               metrics: Sequence[str] = ("accuracy", "likelihood_accuracy"),
+               step_label: str = "Step") -> str:
+    """Markdown with one row per step: (method, set, modality, metric) columns for one task
+    (shares in %, scores in :data:`UNSCALED` as they are); "" without records."""
+    rows = [r for r in select(records, protocol=protocol, task=task)
+            if r.get("step") is not None and r["metric"] in metrics]
+    if not rows:
+        return ""
+    cols = list(dict.fromkeys((r["method"], r["set"], r["modality"], r["metric"])
+                              for r in rows))
+    steps = sorted({r["step"] for r in rows})
+    head = [f"{m} {s} {mod} {met}" for m, s, mod, met in cols]
+    lines = [f"| {step_label} | " + " | ".join(head) + " |", "|---|" + "---:|" * len(cols)]
+    for st in steps:
+        cells = []
+        for m, s, mod, met in cols:
+            v = [r["value"] for r in rows if r["step"] == st and r["method"] == m
+                 and r["set"] == s and r["modality"] == mod and r["metric"] == met]
+            scale = 1.0 if met in UNSCALED else 100.0
+            cells.append(f"{scale * v[0]:.{1 if scale > 1 else 3}f}" if v else "–")
+        lines.append(f"| {st} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main_view_plot(fn: Callable[..., Any], protocol: str) -> Callable[..., Any]:
+    """A plot function drawing ``fn`` over the main-table view of one protocol's records."""
+    def plot(records, path, **kw):
+        return fn(strip_protocol(select(records, protocol=protocol)), path, **kw)
+    return plot
+
+
+def modality_plots(protocol: str, method: str) -> list[PlotSpec]:
+    """Multi-vs-text bars of a before (step 0, shown as vanilla) / after (last step) protocol:
+    option likelihood and generated-letter accuracy."""
+    def plot(records, path, **kw):
+        rows = select(records, protocol=protocol)
+        last = max(r["step"] for r in rows)
+        main = (strip_protocol([r for r in rows if r["step"] == 0], "vanilla")
+                + strip_protocol([r for r in rows if r["step"] == last], method))
+        return plot_modality_bars(main, path, **kw)
+    return [("modality_forget.png", plot, {"metric": "likelihood_accuracy"}),
+            ("modality_forget_letter.png", plot, {})]
+
+
+def write_protocol_report(out_dir: str | os.PathLike | None, protocol: str, config: Mapping,
+                          model: Any, records: Sequence[Mapping], markdown: str,
+                          plots: Sequence[PlotSpec] = ()) -> dict[str, Path]:
+    """Write report.json, report.md and ``plots`` to ``out_dir`` (nothing when it is None);
+    plots without data are skipped. Returns the written paths by file name."""
+    if out_dir is None:
+        return {}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, fn, kw in plots:
+        try:
+            fn(records, out / name, **kw)
+        except ValueError:  # nothing to plot for this view
+            continue
+        paths[name] = out / name
+    md = out / "report.md"
+    atomic_write_text(md, f"# {protocol}\n\n{markdown}")
+    paths["report.md"] = md
+    paths[REPORT_NAME] = write_run_report(out, {"protocol": protocol, **config},
+                                          model_fingerprint(model), records)
+    return paths

@@ -7,9 +7,10 @@ generation (:func:`jaxunlearn.generate`, greedy, jitted KV-cache decoding) and f
 likelihood forward. Short final batches are filled with copies of their last row, whose
 outputs are dropped.
 
-Each task returns a :class:`TaskResult`: result records (see :mod:`jaxunlearn.eval.records`)
-and one prediction dict per question (for reports and debugging). ``generate_fn`` replaces
-:func:`jaxunlearn.generate` (same signature), e.g. with a fake in tests.
+Each task takes an :class:`~jaxunlearn.eval.evaluate.Evaluator` (model, tokenizer, pipeline,
+settings, judge and generate function; a fake ``generate_fn`` in tests) and returns a
+:class:`TaskResult`: result records (see :mod:`jaxunlearn.eval.records`) and one prediction
+dict per question (for reports and debugging).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,10 @@ from jaxunlearn.eval import metrics as M
 from jaxunlearn.eval.records import make_record
 from jaxunlearn.modeling.model import forward_logits
 from jaxunlearn.objectives.nll import token_logprobs
+from jaxunlearn.train.typed import field
+
+if TYPE_CHECKING:
+    from jaxunlearn.eval.evaluate import Evaluator
 
 GenerateFn = Callable[..., np.ndarray]
 Record = dict[str, Any]
@@ -38,20 +43,23 @@ Record = dict[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """How questions are asked and answers scored (every field overridable in configs)."""
+    """How questions are asked and answers scored (the `eval:` section's settings)."""
 
-    batch_size: int = 8
-    classification_tokens: int = 4     # MLLMU-Bench: the first character decides
-    generation_tokens: int = 50
-    cloze_tokens: int = 16
-    likelihood: bool = True            # also report option scoring by likelihood
-    likelihood_target: str = "text"    # "text": option text; "letter": the option letter
-    system_prompt: str | None = None   # e.g. templates.PROMPTING_SYSTEM
-    few_shot: tuple[tuple[str, str], ...] = ()  # (user, answer) text turns before a question
-    max_questions: int | None = None   # per (set, task, modality); None = all
-    judge_metrics: tuple[str, ...] = ("factuality",)
-    bucket_size: int | None = None     # prompt length buckets; None = the pipeline's
-    progress: bool = False
+    batch_size: int = field(8, "questions per generation / scoring batch")
+    classification_tokens: int = field(4, "new tokens of a letter answer (MLLMU-Bench: the "
+                                          "first character decides)")
+    generation_tokens: int = field(50, "new tokens of a free answer")
+    cloze_tokens: int = field(16, "new tokens of a cloze answer")
+    likelihood: bool = field(True, "also score the options by likelihood")
+    likelihood_target: str = field("text", "what is scored: the option text or its letter",
+                                   choices=("text", "letter"))
+    system_prompt: str | None = field(None, "a system prompt for every question")
+    few_shot: tuple[tuple[str, str], ...] = field(
+        (), "(user, answer) text turns before every question")
+    max_questions: int | None = field(None, "questions per (set, task, modality); null = all")
+    judge_metrics: tuple[str, ...] = field(("factuality",), "judge scores of free answers")
+    bucket_size: int | None = field(None, "prompt length buckets; null = the pipeline's")
+    progress: bool = field(False, "progress bars")
 
     def pipeline(self, pipe: PipelineConfig) -> PipelineConfig:
         """``pipe`` with this config's length buckets (fewer buckets, fewer compilations)."""
@@ -104,21 +112,6 @@ class Tag:
                             protocol=self.protocol, step=self.step)]
 
 
-def few_shot_examples(profiles: Sequence[Profile], kind: str, k: int,
-                      which: str = "eval") -> tuple[tuple[str, str], ...]:
-    """``k`` text-only demonstrations (user text, answer) of ``kind`` from ``profiles``.
-
-    Use profiles outside the evaluated sets (MLLMU-Bench uses fixed demonstrations).
-    """
-    out: list[tuple[str, str]] = []
-    for p in profiles:
-        for q in p.questions(which, kind, "text"):
-            if len(out) == k:
-                return tuple(out)
-            out.append((T.task_text(q), q.answer))
-    return tuple(out)
-
-
 # ------------------------------------------------------------------------ batching
 
 def _encode(records: Sequence[Record], tokenizer: Any, pipe: PipelineConfig) -> list[dict]:
@@ -127,7 +120,10 @@ def _encode(records: Sequence[Record], tokenizer: Any, pipe: PipelineConfig) -> 
 
 def _batches(examples: Sequence[dict], pipe: PipelineConfig, batch_size: int,
              pad_id: int) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
-    """(example indices, left-padded batch) grouped by length bucket, fixed batch size."""
+    """(example indices, left-padded batch) grouped by length bucket, fixed batch size.
+
+    Image inputs are in the HF processor's layout (see :mod:`jaxunlearn.data.images`); pass
+    them on with :func:`model_image_inputs`."""
     buckets = pipe.buckets()
     groups: dict[int, list[int]] = {}
     for i, e in enumerate(examples):
@@ -147,12 +143,21 @@ def _batches(examples: Sequence[dict], pipe: PipelineConfig, batch_size: int,
                 if r < len(chunk):
                     loss[r, length - n:] = e["loss_mask"]
             batch = {"input_ids": ids, "attention_mask": attn, "loss_mask": loss}
-            if "pixel_values" in examples[rows[0]]:
-                batch["pixel_values"] = np.stack(
-                    [examples[i]["pixel_values"] for i in rows]).astype(np.float32)
-            elif pipe.blank_images:  # text-only rows share the multimodal executables
-                batch["pixel_values"] = blank_pixel_values(pipe, batch_size)
+            # images in the HF processor's layout (Model.host_inputs / generate prepare them)
+            images = pipe.encoder().collate([examples[i].get("image") for i in rows],
+                                            batch_size)
+            if not images and pipe.blank_images:  # text-only rows share the multimodal programs
+                images = blank_pixel_values(pipe, batch_size)
+            batch.update(images)
             yield chunk, batch
+
+
+def model_image_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The raw image inputs of an evaluation batch (``pixel_values`` and the family's extras
+    such as ``image_grid_thw``, ``image_sizes``, ``crop_slots``), keyword arguments of
+    ``generate`` / ``Model.host_inputs``."""
+    return {k: v for k, v in batch.items()
+            if k not in ("input_ids", "attention_mask", "loss_mask")}
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -187,9 +192,10 @@ def generate_answers(model: Any, tokenizer: Any, records: Sequence[Record],
         examples = _encode([prompts[i] for i in part], tokenizer, pipe)
         for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad), progress,
                                       len(examples) // batch_size + 1, "generate"):
+            images = model_image_inputs(batch)
             out = generate_fn(model, batch["input_ids"], batch["attention_mask"],
-                              batch.get("pixel_values"), max_new_tokens=max_new_tokens,
-                              eos_token_id=eos, pad_token_id=pad)
+                              images.pop("pixel_values", None), max_new_tokens=max_new_tokens,
+                              eos_token_id=eos, pad_token_id=pad, **images)
             texts = decode_answers(tokenizer, np.asarray(out)[:len(chunk)], eos)
             for i, text in zip(chunk, texts):
                 answers[part[i]] = text
@@ -240,8 +246,9 @@ def answer_logprobs(model: Any, tokenizer: Any, records: Sequence[Record],
                 e["loss_mask"][-1] = 0.0
         for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad), progress,
                                       len(examples) // batch_size + 1, "score"):
+            images = model_image_inputs(batch)
             inputs = model.host_inputs(batch["input_ids"], batch["attention_mask"],
-                                       batch.get("pixel_values"))
+                                       images.pop("pixel_values", None), images)
             s, n = _answer_logprob(model.graphdef, model.params, inputs,
                                    jnp.asarray(batch["loss_mask"]), dtype=model.compute_dtype)
             s, n = np.asarray(s), np.asarray(n)
@@ -276,19 +283,17 @@ def _prediction(rec: Record, q: Question | None, answer: str, **scores: Any) -> 
             "prediction": answer, **scores}
 
 
-def run_classification(model: Any, tokenizer: Any, profiles: Sequence[Profile],
-                       pipe: PipelineConfig, tag: Tag, *, which: str = "eval",
-                       cfg: EvalConfig = EvalConfig(),
-                       generate_fn: GenerateFn | None = None) -> TaskResult:
+def run_classification(ev: Evaluator, profiles: Sequence[Profile], tag: Tag, *,
+                       which: str = "eval") -> TaskResult:
     """Classification by generated letter (MLLMU-Bench rule, :func:`metrics.letter_of`).
 
     Records: ``accuracy`` and ``no_letter`` (share of answers without a valid letter).
     """
-    pipe = cfg.pipeline(pipe)
+    cfg, pipe = ev.settings, ev.task_pipeline
     records, qs = _questions(profiles, pipe, "classification", tag.modality, which, cfg)
-    answers = generate_answers(model, tokenizer, records, pipe,
+    answers = generate_answers(ev.model, ev.tokenizer, records, pipe,
                                max_new_tokens=cfg.classification_tokens,
-                               batch_size=cfg.batch_size, generate_fn=generate_fn,
+                               batch_size=cfg.batch_size, generate_fn=ev.generate_fn,
                                progress=cfg.progress)
     letters = [M.letter_of(a) for a in answers]
     correct = [ltr == q.answer for ltr, q in zip(letters, qs)]
@@ -312,19 +317,18 @@ def option_records(records: Sequence[Record], qs: Sequence[Question],
     return out
 
 
-def run_likelihood_classification(model: Any, tokenizer: Any, profiles: Sequence[Profile],
-                                  pipe: PipelineConfig, tag: Tag, *, which: str = "eval",
-                                  cfg: EvalConfig = EvalConfig()) -> TaskResult:
+def run_likelihood_classification(ev: Evaluator, profiles: Sequence[Profile], tag: Tag, *,
+                                  which: str = "eval") -> TaskResult:
     """Classification by option likelihood: argmax over options of sum log p(option | prompt).
 
     No generation: one forward per batch of (question, option) rows. ``cfg.likelihood_target``
     scores the option text (default) or its letter; the end token is not counted.
     Record: ``likelihood_accuracy`` (task ``classification``).
     """
-    pipe = cfg.pipeline(pipe)
+    cfg, pipe = ev.settings, ev.task_pipeline
     records, qs = _questions(profiles, pipe, "classification", tag.modality, which, cfg)
     rows = option_records(records, qs, cfg.likelihood_target)
-    logp, _ = answer_logprobs(model, tokenizer, rows, pipe, batch_size=cfg.batch_size,
+    logp, _ = answer_logprobs(ev.model, ev.tokenizer, rows, pipe, batch_size=cfg.batch_size,
                               include_end=False, progress=cfg.progress)
     scores = logp.reshape(len(qs), len(LETTERS)) if qs else np.zeros((0, len(LETTERS)))
     choice = M.option_likelihood_choice(scores) if qs else np.zeros(0, int)
@@ -365,39 +369,35 @@ def score_free_answers(answers: Sequence[str], references: Sequence[str],
     return recs, items
 
 
-def run_generation(model: Any, tokenizer: Any, profiles: Sequence[Profile],
-                   pipe: PipelineConfig, tag: Tag, *, which: str = "eval",
-                   cfg: EvalConfig = EvalConfig(), judge: Any = None,
-                   generate_fn: GenerateFn | None = None) -> TaskResult:
-    """Free generation (``cfg.generation_tokens`` new tokens) scored by ROUGE (stemmer on).
-
-    Records: ``rouge1``, ``rouge2``, ``rougeL`` (F-measure), ``degeneration``, and the
-    judge's ``cfg.judge_metrics`` when ``judge`` is set.
+def run_generation(ev: Evaluator, profiles: Sequence[Profile], tag: Tag, *,
+                   which: str = "eval") -> TaskResult:
+    """Free generation (``settings.generation_tokens`` new tokens) scored by ROUGE (stemmer
+    on). Records: ``rouge1``, ``rouge2``, ``rougeL`` (F-measure), ``degeneration``, and the
+    judge's ``settings.judge_metrics`` when the evaluator has a judge.
     """
-    pipe = cfg.pipeline(pipe)
+    cfg, pipe = ev.settings, ev.task_pipeline
     records, qs = _questions(profiles, pipe, "generation", tag.modality, which, cfg)
-    answers = generate_answers(model, tokenizer, records, pipe,
+    answers = generate_answers(ev.model, ev.tokenizer, records, pipe,
                                max_new_tokens=cfg.generation_tokens, batch_size=cfg.batch_size,
-                               generate_fn=generate_fn, progress=cfg.progress)
+                               generate_fn=ev.generate_fn, progress=cfg.progress)
     recs, items = score_free_answers(answers, [q.answer for q in qs], [q.question for q in qs],
-                                     tag, "generation", judge=judge,
+                                     tag, "generation", judge=ev.judge,
                                      judge_metrics=cfg.judge_metrics)
     preds = [_prediction(r, q, a, **it) for r, q, a, it in zip(records, qs, answers, items)]
     return TaskResult(recs, preds)
 
 
-def run_cloze(model: Any, tokenizer: Any, profiles: Sequence[Profile], pipe: PipelineConfig,
-              tag: Tag, *, which: str = "eval", cfg: EvalConfig = EvalConfig(),
-              generate_fn: GenerateFn | None = None) -> TaskResult:
+def run_cloze(ev: Evaluator, profiles: Sequence[Profile], tag: Tag, *,
+              which: str = "eval") -> TaskResult:
     """Cloze: correct when the lower-cased reference is a substring of the answer.
 
     Records: ``accuracy`` and ``degeneration``.
     """
-    pipe = cfg.pipeline(pipe)
+    cfg, pipe = ev.settings, ev.task_pipeline
     records, qs = _questions(profiles, pipe, "cloze", tag.modality, which, cfg)
-    answers = generate_answers(model, tokenizer, records, pipe, max_new_tokens=cfg.cloze_tokens,
-                               batch_size=cfg.batch_size, generate_fn=generate_fn,
-                               progress=cfg.progress)
+    answers = generate_answers(ev.model, ev.tokenizer, records, pipe,
+                               max_new_tokens=cfg.cloze_tokens, batch_size=cfg.batch_size,
+                               generate_fn=ev.generate_fn, progress=cfg.progress)
     correct = [M.cloze_correct(a, q.answer) for a, q in zip(answers, qs)]
     deg = M.degeneration(answers)
     preds = [_prediction(r, q, a, correct=c) for r, q, a, c in zip(records, qs, answers, correct)]
@@ -406,26 +406,24 @@ def run_cloze(model: Any, tokenizer: Any, profiles: Sequence[Profile], pipe: Pip
     return TaskResult(out, preds)
 
 
-def run_qa_generation(model: Any, tokenizer: Any, profiles: Sequence[Profile],
-                      pipe: PipelineConfig, tag: Tag, task: str, *, source: str = "train",
-                      cfg: EvalConfig = EvalConfig(), judge: Any = None,
-                      generate_fn: GenerateFn | None = None) -> TaskResult:
+def run_qa_generation(ev: Evaluator, profiles: Sequence[Profile], tag: Tag, task: str, *,
+                      source: str = "train") -> TaskResult:
     """Generation on QA pairs (``source='train'`` or ``'understanding'``) of one modality.
 
     Used by S-MLLMUn (image / text memory on training QA, image understanding).
     """
-    pipe = cfg.pipeline(pipe)
+    cfg, pipe = ev.settings, ev.task_pipeline
     records = qa_records(profiles, pipe.family, source, tag.modality, **cfg.prompt_kw())
     pairs = [qa for p in profiles
              for qa in (p.train_qa if source == "train" else p.understanding_qa)
              if qa.modality == tag.modality]
     if cfg.max_questions is not None:
         records, pairs = records[:cfg.max_questions], pairs[:cfg.max_questions]
-    answers = generate_answers(model, tokenizer, records, pipe,
+    answers = generate_answers(ev.model, ev.tokenizer, records, pipe,
                                max_new_tokens=cfg.generation_tokens, batch_size=cfg.batch_size,
-                               generate_fn=generate_fn, progress=cfg.progress)
+                               generate_fn=ev.generate_fn, progress=cfg.progress)
     recs, items = score_free_answers(answers, [qa.answer for qa in pairs],
-                                     [qa.question for qa in pairs], tag, task, judge=judge,
+                                     [qa.question for qa in pairs], tag, task, judge=ev.judge,
                                      judge_metrics=cfg.judge_metrics)
     preds = [{"profile_id": r["profile_id"], "kind": task, "modality": r["modality"],
               "question": qa.question, "reference": qa.answer, "prediction": a, **it}
@@ -433,12 +431,11 @@ def run_qa_generation(model: Any, tokenizer: Any, profiles: Sequence[Profile],
     return TaskResult(recs, preds)
 
 
-def run_nll(model: Any, tokenizer: Any, profiles: Sequence[Profile], pipe: PipelineConfig,
-            tag: Tag, *, cfg: EvalConfig = EvalConfig()) -> TaskResult:
+def run_nll(ev: Evaluator, profiles: Sequence[Profile], tag: Tag) -> TaskResult:
     """Mean answer-token NLL on the profiles' training QA: record (task ``qa``, metric ``nll``)."""
-    records = qa_records(profiles, pipe.family, "train", tag.modality)
-    nll, n = mean_answer_nll(model, tokenizer, records, cfg.pipeline(pipe),
-                             batch_size=cfg.batch_size)
+    records = qa_records(profiles, ev.pipeline.family, "train", tag.modality)
+    nll, n = mean_answer_nll(ev.model, ev.tokenizer, records, ev.task_pipeline,
+                             batch_size=ev.settings.batch_size)
     return TaskResult(tag.record("qa", "nll", nll, n), [])
 
 
@@ -449,18 +446,12 @@ TASK_RUNNERS: dict[str, Callable[..., TaskResult]] = {
 }
 
 
-def run_task(kind: str, model: Any, tokenizer: Any, profiles: Sequence[Profile],
-             pipe: PipelineConfig, tag: Tag, *, which: str = "eval",
-             cfg: EvalConfig = EvalConfig(), judge: Any = None,
-             generate_fn: GenerateFn | None = None) -> TaskResult:
+def run_task(kind: str, ev: Evaluator, profiles: Sequence[Profile], tag: Tag, *,
+             which: str = "eval") -> TaskResult:
     """One task by name (``classification`` also runs likelihood scoring if enabled)."""
     if kind not in TASK_RUNNERS:
         raise ValueError(f"unknown task {kind!r}; choose from {sorted(TASK_RUNNERS)}")
-    kw: dict[str, Any] = {"which": which, "cfg": cfg, "generate_fn": generate_fn}
-    if kind == "generation":
-        kw["judge"] = judge
-    result = TASK_RUNNERS[kind](model, tokenizer, profiles, pipe, tag, **kw)
-    if kind == "classification" and cfg.likelihood:
-        result += run_likelihood_classification(model, tokenizer, profiles, pipe, tag,
-                                                which=which, cfg=cfg)
+    result = TASK_RUNNERS[kind](ev, profiles, tag, which=which)
+    if kind == "classification" and ev.settings.likelihood:
+        result += run_likelihood_classification(ev, profiles, tag, which=which)
     return result

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from jaxunlearn.methods import common
-from jaxunlearn.methods.base import MethodResult, UnlearnData, register
+from jaxunlearn.methods.base import MethodResult, TrainingOptions, UnlearnData, register
 from jaxunlearn.methods.gradient_methods import GradientRun
 from jaxunlearn.objectives import gradient as G
 from jaxunlearn.objectives.refusals import with_refusals
+from jaxunlearn.train.driver import TrainConfig
+from jaxunlearn.train.typed import field
 
 
-@register("idk", common.with_common(retain_size="forget", refusal_seed=0, retain_weight=1.0))
-def idk(model, data: UnlearnData, cfg: dict) -> MethodResult:
+@dataclasses.dataclass(frozen=True)
+class IDKOptions(TrainingOptions):
+    retain_size: str = field("forget", "retain records: all, or forget = as many as the forget "
+                             "set has (few-shot D_r^few)", choices=("all", "forget"))
+    refusal_seed: int = field(0, "which refusals replace the forget answers")
+    retain_weight: float = field(1.0, "weight of NLL(D_r)")
+
+
+@register("idk", IDKOptions)
+def idk(model, data: UnlearnData, opts: IDKOptions, tcfg: TrainConfig) -> MethodResult:
     """NLL(D_f^idk) + NLL(D_r^few): forget answers replaced by sampled refusals."""
-    run = GradientRun(model, cfg)
-    forget = with_refusals(common.records(data, "forget", cfg), int(cfg["refusal_seed"]))
-    retain = common.records(data, "retain", cfg)
-    alpha = float(cfg["retain_weight"])
+    run = GradientRun(model, opts, tcfg)
+    forget = with_refusals(run.records(data, "forget"), opts.refusal_seed)
+    retain = run.records(data, "retain")
+    alpha = opts.retain_weight
 
     def loss(params, frozen, batch):
         f, r = batch["forget"], batch["retain"]
@@ -23,8 +35,8 @@ def idk(model, data: UnlearnData, cfg: dict) -> MethodResult:
         lr = G.nll(run.policy_logits(params, frozen, r), r)
         return lf + alpha * lr, {"idk_nll": lf, "retain_nll": lr}
 
-    n = len(common.paired(data, forget, retain, cfg, 0))
-    schedule = lambda e: (("pair", b) for b in common.paired(data, forget, retain, cfg, e))
+    n = len(common.paired(data, forget, retain, tcfg, 0))
+    schedule = lambda e: (("pair", b) for b in common.paired(data, forget, retain, tcfg, e))  # noqa: E731
     result = run.run({"pair": loss}, schedule, n, desc="idk")
-    result.artifacts["refusals"] = sorted({r["answer"] for r in forget})
+    result.report["refusals"] = sorted({r["answer"] for r in forget})
     return result

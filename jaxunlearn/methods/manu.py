@@ -20,13 +20,15 @@ of the hidden state instead of neuron n's row (see `transforms.prune_neurons(qui
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import numpy as np
 
-from jaxunlearn.methods.base import MethodResult, UnlearnData, register
-from jaxunlearn.methods.prune_io import mask_artifacts, mask_summary
+from jaxunlearn.methods.base import DataOptions, MethodResult, UnlearnData, register
+from jaxunlearn.methods.prune_io import mask_summary
 from jaxunlearn.stats.activations import dataset_stats, derived
+from jaxunlearn.train.typed import field
 from jaxunlearn.transforms import prune_neurons
 
 KINDS = ("abs", "freq", "var", "rms")
@@ -34,21 +36,46 @@ PAPER_WEIGHTS = {"abs": 1.0, "freq": 1.0, "var": 1.0, "rms": 1.0}
 OFFICIAL_WEIGHTS = {"abs": 2.0, "freq": 0.0, "var": 2.0, "rms": 2.0}
 OFFICIAL_EPS = 1e-5
 
-DEFAULTS: dict[str, Any] = {
-    "alpha": 0.02,                # fraction of each group's neurons to prune
-    "formulation": "paper",       # paper | official
-    "weights": None,              # {abs, freq, var, rms}; None: the formulation's weights
-    "tau": None,                  # |z| > tau threshold; None: 0.01 (paper) / 0.1 (official)
-    "eps": 1e-8,
-    "activation_site": "post",    # post | pre
-    "token_scope": "all",         # all | answer | image
-    "groups": ["language", "vision"],
-    "official_quirks": False,     # reproduce the published code's pooling / row masking
-    "retain_size": "all",         # all | forget (few-shot D_r^few: as many records as D_f)
-    "batch_size": None,           # statistics batch size; None: the pipeline's
-    "seed": 0,
-    "progress": True,
-}
+PAPER_EPS = 1e-8
+
+
+@dataclasses.dataclass(frozen=True)
+class StatsOptions(DataOptions):
+    """Keys of the methods that score neurons from activation statistics."""
+
+    activation_site: str = field("post", "activation read: post (after the nonlinearity / "
+                                 "gate product) or pre", choices=("post", "pre"))
+    token_scope: str = field("all", "tokens the statistics cover: all, answer or image",
+                             choices=("all", "answer", "image"))
+    batch_size: int | None = field(None, "statistics batch size (null: the pipeline's); "
+                                   "speed only")
+    seed: int | None = field(None, "seed of the few-shot retain sample (only with "
+                             "retain_size: forget; null: 0)")
+    progress: bool = field(True, "show progress bars")
+
+
+def stats_seed(opts: StatsOptions) -> int:
+    """The retain-sample seed; setting it without a retain sample is refused."""
+    if opts.seed is not None and opts.retain_size != "forget":
+        raise ValueError("method.options.seed only draws the few-shot retain sample; set "
+                         "retain_size: forget or remove seed")
+    return opts.seed or 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ManuOptions(StatsOptions):
+    alpha: float = field(0.02, "fraction of each group's neurons to prune")
+    formulation: str = field("paper", "paper (the MANU paper's score) or official (the "
+                             "published code's)", choices=("paper", "official"))
+    weights: dict | None = field(None, "{abs, freq, var, rms} weights (null: the "
+                                 "formulation's)")
+    tau: float | None = field(None, "|z| > tau threshold of the freq statistic (null: 0.01 "
+                              "paper / 0.1 official); refused when the freq weight is 0")
+    eps: float | None = field(None, "denominator epsilon of the paper score (null: 1e-8); "
+                              "refused under official (which uses 1e-5)")
+    groups: list[str] = field(["language", "vision"], "neuron groups scored and pruned")
+    official_quirks: bool = field(False, "official only: reproduce the published code's "
+                                  "pooled ranking and row masking")
 
 
 def _single(d: Mapping[str, np.ndarray], kind: str, official: bool) -> np.ndarray:
@@ -128,15 +155,27 @@ def select(scores: Mapping[str, np.ndarray], alpha: float, pooled: bool = False)
     return out
 
 
-def _check_cfg(cfg: Mapping[str, Any]) -> None:
-    if cfg["formulation"] not in ("paper", "official"):
-        raise ValueError(f"unknown MANU formulation {cfg['formulation']!r}; use paper or official")
-    bad = set(cfg["groups"]) - {"language", "vision"}
-    if bad or not cfg["groups"]:
-        raise ValueError(f"MANU groups must be a non-empty subset of [language, vision], got "
-                         f"{cfg['groups']}")
-    if cfg["weights"] is not None and set(cfg["weights"]) - set(KINDS):
-        raise ValueError(f"MANU weights keys must be among {KINDS}, got {sorted(cfg['weights'])}")
+def _check_options(opts: ManuOptions) -> dict[str, float]:
+    """The formulation's weights; options that would do nothing are refused."""
+    bad = set(opts.groups) - {"language", "vision"}
+    if bad or not opts.groups:
+        raise ValueError(f"method.options.groups must be a non-empty subset of [language, "
+                         f"vision], got {opts.groups}")
+    if opts.weights is not None and set(opts.weights) - set(KINDS):
+        raise ValueError(f"method.options.weights keys must be among {KINDS}, got "
+                         f"{sorted(opts.weights)}")
+    official = opts.formulation == "official"
+    weights = opts.weights or (OFFICIAL_WEIGHTS if official else PAPER_WEIGHTS)
+    if official and opts.eps is not None:
+        raise ValueError("method.options.eps is not read by formulation: official (its score "
+                         "uses 1e-5); remove eps or use formulation: paper")
+    if opts.official_quirks and not official:
+        raise ValueError("method.options.official_quirks only applies to formulation: "
+                         "official; remove it or set formulation: official")
+    if opts.tau is not None and not float(weights.get("freq", 0.0)):
+        raise ValueError("method.options.tau only affects the freq statistic, whose weight is "
+                         "0 here; set weights.freq > 0 or remove tau")
+    return dict(weights)
 
 
 def retain_records(data: UnlearnData, modality: str, size: str, seed: int) -> list[dict]:
@@ -151,39 +190,41 @@ def retain_records(data: UnlearnData, modality: str, size: str, seed: int) -> li
     return recs
 
 
-def gather_stats(model, data: UnlearnData, cfg: Mapping[str, Any], tau: float,
+def gather_stats(model, data: UnlearnData, opts: StatsOptions, tau: float,
                  modalities=("multi", "text")) -> dict[tuple[str, str], dict]:
     """Neuron statistics of forget / retain x modality."""
     out = {}
+    seed = stats_seed(opts)
     for which in ("forget", "retain"):
         for mod in modalities:
             recs = (data.records("forget", mod) if which == "forget"
-                    else retain_records(data, mod, cfg["retain_size"], int(cfg["seed"])))
+                    else retain_records(data, mod, opts.retain_size, seed))
             out[(which, mod)] = dataset_stats(
-                model, data, which, mod, records=recs, batch_size=cfg["batch_size"],
-                site=cfg["activation_site"], token_scope=cfg["token_scope"], tau=tau,
-                progress=bool(cfg["progress"]))
+                model, data, which, mod, records=recs, batch_size=opts.batch_size,
+                site=opts.activation_site, token_scope=opts.token_scope, tau=tau,
+                progress=opts.progress)
     return out
 
 
-@register("manu", DEFAULTS, description="MANU: prune modality-aware forget-specific MLP neurons")
-def manu(model, data: UnlearnData, cfg: dict) -> MethodResult:
+@register("manu", ManuOptions, trains=False,
+          description="MANU: prune modality-aware forget-specific MLP neurons")
+def manu(model, data: UnlearnData, opts: ManuOptions, tcfg) -> MethodResult:
     """MANU: statistics, importance, per-group top-alpha selection, pruning."""
-    _check_cfg(cfg)
-    official = cfg["formulation"] == "official"
-    weights = cfg["weights"] or (OFFICIAL_WEIGHTS if official else PAPER_WEIGHTS)
-    tau = float(cfg["tau"]) if cfg["tau"] is not None else (0.1 if official else 0.01)
-    groups = list(cfg["groups"])
-    stats = gather_stats(model, data, cfg, tau)
+    weights = _check_options(opts)
+    official = opts.formulation == "official"
+    tau = float(opts.tau) if opts.tau is not None else (0.1 if official else 0.01)
+    eps = float(opts.eps) if opts.eps is not None else PAPER_EPS
+    groups = list(opts.groups)
+    stats = gather_stats(model, data, opts, tau)
     scores = (scores_official(stats, weights, groups) if official
-              else scores_paper(stats, weights, float(cfg["eps"]), groups))
-    masks = select(scores, float(cfg["alpha"]), pooled=official and bool(cfg["official_quirks"]))
-    params = prune_neurons(model.params, masks, model.family,
-                           quirks=official and bool(cfg["official_quirks"]))
+              else scores_paper(stats, weights, eps, groups))
+    quirks = official and opts.official_quirks
+    masks = select(scores, opts.alpha, pooled=quirks)
+    params = prune_neurons(model.params, masks, model.family, quirks=quirks)
     meta = {"method": "manu", "model_type": model.hf_config.get("model_type"),
-            "formulation": cfg["formulation"], "alpha": cfg["alpha"], "tau": tau,
-            "weights": dict(weights), "activation_site": cfg["activation_site"],
-            "token_scope": cfg["token_scope"],
-            "official_quirks": official and bool(cfg["official_quirks"])}
+            "formulation": opts.formulation, "alpha": opts.alpha, "tau": tau,
+            "weights": dict(weights), "activation_site": opts.activation_site,
+            "token_scope": opts.token_scope, "official_quirks": quirks}
     report = {"pruned": mask_summary(masks), "tau": tau, "weights": dict(weights)}
-    return MethodResult(params, report, mask_artifacts(masks, scores, meta))
+    return MethodResult(params, report, neuron_masks=masks, neuron_scores=scores,
+                        neuron_meta=meta)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from jaxunlearn.data.templates import PROMPTING_SYSTEM
-from jaxunlearn.methods.base import MethodResult, UnlearnData, register
+from jaxunlearn.methods.base import MethodOptions, MethodResult, UnlearnData, register
+from jaxunlearn.train.typed import field
 
 
-@register("prompting", {"system_prompt": PROMPTING_SYSTEM}, needs_retain=False)
-def prompting(model, data: UnlearnData, cfg: dict) -> MethodResult:
+@dataclasses.dataclass(frozen=True)
+class PromptingOptions(MethodOptions):
+    system_prompt: str | None = field(PROMPTING_SYSTEM, "the system prompt evaluation uses "
+                                      "(null: the default privacy prompt)")
+
+
+@register("prompting", PromptingOptions, needs_retain=False, trains=False)
+def prompting(model, data: UnlearnData, opts: PromptingOptions, tcfg) -> MethodResult:
     """Return the parameters unchanged and the system prompt to evaluate with."""
-    prompt = cfg["system_prompt"] or PROMPTING_SYSTEM
+    prompt = opts.system_prompt or PROMPTING_SYSTEM
     return MethodResult(dict(model.params),
-                        {"steps": 0, "losses": [], "seconds": 0.0, "trainable_params": 0,
-                         "system_prompt": prompt},
-                        {"system_prompt": prompt})
+                        {"steps": 0, "losses": [], "trainable_params": 0,
+                         "system_prompt": prompt})

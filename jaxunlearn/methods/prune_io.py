@@ -55,9 +55,12 @@ def save_masks(path: str | os.PathLike, masks: Mapping[str, np.ndarray],
 
 
 def load_masks(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """(masks {group: bool array}, metadata) from a file written by `save_masks`."""
+    """(masks {group: bool array}, metadata) from a file written by `save_masks`, or from an
+    `unlearn` output directory holding one (`neuron_masks.npz`)."""
     path = Path(path)
-    if path.suffix != ".npz":
+    if path.is_dir():  # an `unlearn` output directory (MethodResult.save)
+        path = path / "neuron_masks.npz"
+    elif path.suffix != ".npz":
         path = path.with_suffix(".npz")
     if not path.is_file():
         raise FileNotFoundError(f"mask file {path} not found; write one with a pruning method "

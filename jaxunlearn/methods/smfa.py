@@ -12,50 +12,50 @@ fine-tuning they are the differences of the trainable subset's tensors.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import jax
 import numpy as np
 
 from jaxunlearn.methods import common
-from jaxunlearn.methods.base import MethodResult, UnlearnData, register
+from jaxunlearn.methods.base import DataOptions, MethodResult, UnlearnData, register
 from jaxunlearn.objectives.refusals import with_refusals
-from jaxunlearn.train.finetune import make_nll_loss
+from jaxunlearn.train.driver import TrainConfig, make_setup
+from jaxunlearn.train.finetune import finetune
 from jaxunlearn.train.lora import lora_delta
+from jaxunlearn.train.typed import field
 from jaxunlearn.transforms import CRITERIA, add_delta, param_delta, sculpt, sculpt_masks
 
-DEFAULTS: dict[str, Any] = common.with_common(
-    k=1.0,                 # R criterion strength: mask where k*rho*|dW_a| < |dW_f|
-    criteria="both",       # both (C and R) | C | R | none (plain MFA)
-    sculpt_eps=1e-8,       # eps in rho
-    retain_size="forget",  # D_r^few: as many retain records as forget records
-    refusal_seed=0,        # which refusals replace the forget answers
-    anchor_epochs=None,    # epochs of the retaining anchor; None: same as `epochs`
-    lora=True, lora_rank=8, lora_alpha=16.0, lr=1e-4, epochs=3,
-)
+
+@dataclasses.dataclass(frozen=True)
+class SMFAOptions(DataOptions):
+    retain_size: str = field("forget", "D_r^few: forget = as many retain records as forget "
+                             "records; all = every retain record", choices=("all", "forget"))
+    modality: str = field("both", "which training QA: both, multi or text",
+                          choices=("both", "multi", "text"))
+    k: float = field(1.0, "R criterion strength: mask where k*rho*|dW_a| < |dW_f|")
+    criteria: str = field("both", "masking criteria: both (C and R), C, R or none (plain MFA)",
+                          choices=CRITERIA)
+    sculpt_eps: float = field(1e-8, "eps in rho = ||dW_f|| / (||dW_a|| + eps)")
+    refusal_seed: int = field(0, "which refusals replace the forget answers")
+    anchor_epochs: int | None = field(None, "epochs of the retaining anchor (null: "
+                                      "train.epochs)")
 
 
-def finetune_delta(model, data: UnlearnData, cfg: dict, recs: list[dict], *, epochs: int,
-                   salt: int, desc: str) -> tuple[dict, dict]:
-    """Cross-entropy fine-tune from the model's weights on `recs`; returns
-    ({param path: fp32 delta}, training report)."""
-    cfg = {**cfg, "epochs": epochs}
-    setup = common.make_setup(model, cfg)
-    nll = make_nll_loss(model.graphdef, dtype=model.compute_dtype, remat=bool(cfg["remat"]),
-                        lora_cfg=setup.lora_cfg)
-
-    def loss(params, frozen, batch):
-        return nll(params, frozen["base"], batch)
-
-    steps = len(common.stream(data, recs, cfg, 0, salt))
-    schedule = lambda e: (("nll", b) for b in common.stream(data, recs, cfg, e, salt))  # noqa: E731
-    res = common.train(setup, cfg, {"nll": loss}, schedule, steps, desc=desc)
-    if setup.lora_cfg is not None:
-        delta = lora_delta(res.artifacts["lora"], setup.lora_cfg)
+def finetune_delta(model, data: UnlearnData, tcfg: TrainConfig, recs: list[dict], *,
+                   epochs: int, salt: int, desc: str) -> tuple[dict, dict]:
+    """Cross-entropy fine-tune (`train.finetune`) from the model's weights on `recs`;
+    returns ({param path: fp32 delta}, training report)."""
+    tcfg = dataclasses.replace(tcfg, epochs=epochs)
+    steps = len(common.stream(data, recs, tcfg, 0, salt))
+    res = finetune(model, lambda e: common.stream(data, recs, tcfg, e, salt), tcfg,
+                   steps_per_epoch=steps, desc=desc, progress=tcfg.progress)
+    if res.lora is not None:
+        delta = lora_delta(res.lora, tcfg.lora_config())
     else:
-        delta = param_delta(res.params, model.params, paths=sorted(setup.trainable))
-    rep = {k: res.report[k] for k in ("steps", "seconds", "trainable_params")}
-    rep["final_loss"] = res.report["losses"][-1] if res.report["losses"] else None
+        trained = sorted(make_setup(model, tcfg).trainable)
+        delta = param_delta(res.params, model.params, paths=trained)
+    rep = {k: res.report[k] for k in ("steps", "seconds", "trainable_params", "final_loss")}
     return delta, rep
 
 
@@ -73,23 +73,21 @@ def sculpt_and_merge(params: dict, delta_f: dict, delta_a: dict, *, k: float, cr
     return new, report
 
 
-@register("smfa", DEFAULTS, description="SMFA: refusal adapter sculpted by a retaining anchor")
-def smfa(model, data: UnlearnData, cfg: dict) -> MethodResult:
+@register("smfa", SMFAOptions,
+          description="SMFA: refusal adapter sculpted by a retaining anchor")
+def smfa(model, data: UnlearnData, opts: SMFAOptions, tcfg: TrainConfig) -> MethodResult:
     """MFA on D_f^idk + D_r^few, retaining anchor on D_r^few, C/R sculpting, merge."""
-    if cfg["criteria"] not in CRITERIA:
-        raise ValueError(f"unknown SMFA criteria {cfg['criteria']!r}; use one of {CRITERIA}")
-    if cfg["mask"] is not None:
-        raise ValueError("smfa does not take a parameter mask; leave mask: null")
-    forget = with_refusals(common.records(data, "forget", cfg), int(cfg["refusal_seed"]))
-    retain = common.records(data, "retain", cfg)
-    epochs = int(cfg["epochs"])
-    anchor_epochs = int(cfg["anchor_epochs"]) if cfg["anchor_epochs"] is not None else epochs
-    d_f, rep_f = finetune_delta(model, data, cfg, forget + retain, epochs=epochs, salt=0,
+    forget = with_refusals(common.records(data, "forget", opts, tcfg), opts.refusal_seed)
+    retain = common.records(data, "retain", opts, tcfg)
+    epochs = tcfg.epochs
+    anchor_epochs = opts.anchor_epochs if opts.anchor_epochs is not None else epochs
+    d_f, rep_f = finetune_delta(model, data, tcfg, forget + retain, epochs=epochs, salt=0,
                                 desc="smfa mfa")
-    d_a, rep_a = finetune_delta(model, data, cfg, retain, epochs=anchor_epochs, salt=1,
+    d_a, rep_a = finetune_delta(model, data, tcfg, retain, epochs=anchor_epochs, salt=1,
                                 desc="smfa anchor")
-    params, rep = sculpt_and_merge(model.params, d_f, d_a, k=float(cfg["k"]),
-                                   criteria=cfg["criteria"], eps=float(cfg["sculpt_eps"]))
+    params, rep = sculpt_and_merge(model.params, d_f, d_a, k=opts.k, criteria=opts.criteria,
+                                   eps=opts.sculpt_eps)
     report = {"mfa": rep_f, "anchor": rep_a, "masked_fraction": rep["masked_fraction"],
-              "rho": rep["rho"], "masked_per_tensor": rep["masked_per_tensor"]}
-    return MethodResult(params, report, {"refusals": sorted({r["answer"] for r in forget})})
+              "rho": rep["rho"], "masked_per_tensor": rep["masked_per_tensor"],
+              "refusals": sorted({r["answer"] for r in forget})}
+    return MethodResult(params, report)

@@ -16,6 +16,7 @@ LLM frozen.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import jax
@@ -23,33 +24,45 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn.methods import common
-from jaxunlearn.methods.base import MethodResult, UnlearnData, register
-from jaxunlearn.modeling.model import cast_floating, merge
+from jaxunlearn.methods.base import MethodResult, TrainingOptions, UnlearnData, register
+from jaxunlearn.modeling.model import image_features, model_inputs
 from jaxunlearn.objectives import gradient as G
 from jaxunlearn.objectives.distill import feature_mse
 from jaxunlearn.stats import fisher as F
 from jaxunlearn.train import subsets
-from jaxunlearn.train.finetune import model_inputs
+from jaxunlearn.train.driver import TrainConfig
+from jaxunlearn.train.typed import field
 
 SALIENCY = ("fisher", "ones", "zeros")
 
-DEFAULTS = common.with_common(
-    subset="projector+vision_mlp", deeper_half=True, alpha=1.25, beta=0.3, lr=1e-5,
-    modality="multi", prune_threshold=None, prune_fraction=0.01, fisher_threshold=1.0,
-    saliency="fisher", eps=1e-8,
-)
+
+@dataclasses.dataclass(frozen=True)
+class VKDOptions(TrainingOptions):
+    """VKD's keys; train it with a vision-side `train.subset` (the paper:
+    `projector+vision_mlp` with `deeper_half: true`)."""
+
+    modality: str = field("multi", "VKD trains on VQA (image) data only: multi",
+                          choices=("multi",))
+    alpha: float = field(1.25, "weight of the forget term -NLL(D_vqa^f)")
+    beta: float = field(0.3, "weight of the projector-feature distillation on D_vqa^r")
+    prune_threshold: float | None = field(None, "d_I: prune vision neurons with I_u >= d_I "
+                                          "(null: use prune_fraction)")
+    prune_fraction: float = field(0.01, "top fraction of vision neurons by I_u to prune "
+                                  "(0: no pruning)")
+    fisher_threshold: float = field(1.0, "d_F: saliency mask = Fisher ratio >= d_F")
+    saliency: str = field("fisher", "forget-gradient mask: fisher, ones (no mask) or zeros",
+                          choices=SALIENCY)
+    eps: float = field(1e-8, "denominator epsilon of I_u and the Fisher ratio")
 
 
 def projector_output(graphdef: Any, params: Mapping[str, jax.Array], batch: dict,
-                     dtype: Any = None) -> jax.Array:
-    """The projector's image features for a multimodal batch (any family)."""
-    module = merge(graphdef, cast_floating(dict(params), dtype))
+                     dtype: Any = None) -> tuple[jax.Array, jax.Array]:
+    """The projector's image features for a multimodal batch (any family) and the weights of
+    the real ones: `jaxunlearn.modeling.model.image_features`."""
     inputs = model_inputs(batch)
-    pix = inputs["pixel_values"].astype(dtype or jnp.float32)
-    if hasattr(module, "visual"):  # Qwen-VL: host-prepared vision inputs
-        vision = {k: v for k, v in inputs.items() if k.startswith("vision_")}
-        return module.image_features(pix, vision)
-    return module.image_features(pix)
+    if "example_mask" in batch:
+        inputs["example_mask"] = batch["example_mask"]
+    return image_features(graphdef, params, inputs, dtype)
 
 
 def select_top(scores: np.ndarray, *, threshold: float | None, fraction: float) -> np.ndarray:
@@ -65,30 +78,33 @@ def select_top(scores: np.ndarray, *, threshold: float | None, fraction: float) 
     return out.reshape(scores.shape)
 
 
-def prune_mask(model, data: UnlearnData, cfg: Mapping[str, Any]) -> np.ndarray | None:
+def prune_mask(model, data: UnlearnData, opts: VKDOptions,
+               tcfg: TrainConfig) -> np.ndarray | None:
     """Vision neurons to prune ([layers, neurons] bool) or None when pruning is off."""
     from jaxunlearn.stats.activations import dataset_stats, derived
 
-    if cfg["prune_threshold"] is None and not cfg["prune_fraction"]:
+    if opts.prune_threshold is None and not opts.prune_fraction:
         return None
-    kw = {"progress": False, "batch_size": int(cfg["batch_size"])}
-    sf = derived(dataset_stats(model, data, "forget", "multi", **kw)["vision"])["mean_abs"]
-    sr = derived(dataset_stats(model, data, "retain", "multi", **kw)["vision"])["mean_abs"]
-    i_u = sf / (sr + float(cfg["eps"]))
-    return select_top(i_u, threshold=cfg["prune_threshold"], fraction=cfg["prune_fraction"])
+    kw = {"progress": False, "batch_size": tcfg.batch_size}
+    forget = common.records(data, "forget", opts, tcfg)
+    retain = common.records(data, "retain", opts, tcfg)
+    sf = derived(dataset_stats(model, data, "forget", "multi", records=forget,
+                               **kw)["vision"])["mean_abs"]
+    sr = derived(dataset_stats(model, data, "retain", "multi", records=retain,
+                               **kw)["vision"])["mean_abs"]
+    i_u = sf / (sr + opts.eps)
+    return select_top(i_u, threshold=opts.prune_threshold, fraction=opts.prune_fraction)
 
 
-def fisher_mask(model, data: UnlearnData, keys: list[str], cfg: Mapping[str, Any],
+def fisher_mask(model, data: UnlearnData, keys: list[str], opts: VKDOptions, tcfg: TrainConfig,
                 params: dict) -> dict[str, np.ndarray]:
     """m = [F(D_vqa^f) / (F(D_qa^f ∪ D_vqa^r ∪ D_qa^r) + eps) >= d_F] over `keys`."""
-    if cfg["saliency"] not in SALIENCY:
-        raise ValueError(f"unknown saliency {cfg['saliency']!r}; use one of {SALIENCY}")
-    if cfg["saliency"] != "fisher":
-        fill = cfg["saliency"] == "ones"
+    if opts.saliency != "fisher":
+        fill = opts.saliency == "ones"
         return {k: np.full(params[k].shape, fill) for k in keys}
 
     def batches(which, modality):
-        return common.stream(data, common.records(data, which, cfg, modality), cfg, 0)
+        return common.stream(data, common.records(data, which, opts, tcfg, modality), tcfg, 0)
 
     f_f = F.empirical_fisher(model.graphdef, params, batches("forget", "multi"), keys,
                              dtype=model.compute_dtype)
@@ -97,62 +113,88 @@ def fisher_mask(model, data: UnlearnData, keys: list[str], cfg: Mapping[str, Any
     n_text = sum(len(batches(w, "text")) for w in ("forget", "retain")
                  if any(r["image"] is None for r in data.records(w)))
     union = F.Fisher(f_r.sums, f_r.batches + n_text)  # text batches: zero vision gradients
-    return F.saliency_mask(f_f.mean(), union.mean(), float(cfg["fisher_threshold"]),
-                           float(cfg["eps"]))
+    return F.saliency_mask(f_f.mean(), union.mean(), opts.fisher_threshold, opts.eps)
 
 
-@register("vkd", DEFAULTS)
-def vkd(model, data: UnlearnData, cfg: dict) -> MethodResult:
+def bounded(new: dict, old: Mapping, mask: Mapping[str, Any] | None) -> dict:
+    """`new` with every entry outside `mask` reset to `old` (the user mask bounds all edits)."""
+    if mask is None:
+        return new
+    out = dict(new)
+    for k, m in mask.items():
+        if k in out and out[k] is not old[k]:
+            out[k] = jnp.where(jnp.asarray(m, bool), out[k], old[k])
+    return out
+
+
+@register("vkd", VKDOptions)
+def vkd(model, data: UnlearnData, opts: VKDOptions, tcfg: TrainConfig) -> MethodResult:
     """Vision-only unlearning with feature distillation, pruning and a Fisher mask."""
-    if cfg["modality"] != "multi":
-        raise ValueError("vkd trains on multimodal (VQA) data only; leave modality: multi")
-    setup = common.make_setup(model, cfg)
+    setup = common.make_setup(model, tcfg)
     llm = [k for k in setup.merged_keys() if subsets.in_subset(k, "llm", 0)]
     if llm:
-        raise ValueError(f"vkd keeps the LLM frozen but this config trains {llm[0]}...; use a "
-                         "vision-side subset (projector+vision_mlp, vision, projector)")
-    artifacts: dict[str, Any] = {}
-    pruned = prune_mask(model, data, cfg)
+        raise ValueError(f"vkd keeps the LLM frozen but train.subset {tcfg.subset!r} trains "
+                         f"{llm[0]}...; set train.subset to a vision-side subset "
+                         "(projector+vision_mlp with train.deeper_half: true, vision, "
+                         "projector)")
+    user = common.load_mask(opts.mask)
+    common.check_mask_lora(opts, setup, True)
+    common.check_mask(user, setup, opts)
+    pruned = prune_mask(model, data, opts, tcfg)
     params = dict(model.params)
-    update_mask = None
+    keep: dict[str, Any] = {}
     if pruned is not None and pruned.any():
         from jaxunlearn.transforms import neuron_masks_to_param_masks, prune_neurons
 
-        params = prune_neurons(params, {"vision": pruned}, model.family)
-        keep = neuron_masks_to_param_masks(params, {"vision": pruned}, model.family)
-        update_mask = {k: v for k, v in keep.items() if k in setup.trainable}  # stay pruned
-        setup = common.make_setup(model.replace(params=params), cfg)
-    artifacts["pruned_neurons"] = pruned
+        params = bounded(prune_neurons(params, {"vision": pruned}, model.family),
+                         model.params, user)
+        keep = {k: v for k, v in neuron_masks_to_param_masks(
+            params, {"vision": pruned}, model.family).items() if k in setup.trainable}
+        setup = common.make_setup(model.replace(params=params), tcfg)
+    update_mask = _and_masks(keep, user if setup.lora_cfg is None else None) or None
     keys = setup.merged_keys()
-    mask = fisher_mask(model, data, keys, cfg, params)
-    artifacts["saliency_mask"] = mask
-    common.check_mask(mask, setup, cfg, "vkd saliency mask")
-    alpha, beta = float(cfg["alpha"]), float(cfg["beta"])
-    gd, dtype, remat = model.graphdef, model.compute_dtype, bool(cfg["remat"])
+    mask = fisher_mask(model, data, keys, opts, tcfg, params)
+    common.check_mask(mask, setup, opts, "vkd saliency mask")
+    gate_user = user if setup.lora_cfg is not None else None
+    gd, dtype, remat = model.graphdef, model.compute_dtype, tcfg.remat
 
     def loss(trainable, frozen, batch):
         f, r = batch["forget"], batch["retain"]
-        full = setup.policy(trainable, frozen["base"])
+        full = common.gate(setup.policy(trainable, frozen["base"]), frozen.get("user"))
         lf = G.nll(common.logits_of(gd, common.gate(full, frozen["mask"]), f, dtype=dtype,
                                     remat=remat), f)
         lr = G.nll(common.logits_of(gd, full, r, dtype=dtype, remat=remat), r)
-        teacher = projector_output(gd, {**frozen["base"], **frozen["teacher"]}, r, dtype)
-        student = projector_output(gd, full, r, dtype)
-        rows = r.get("example_mask") if teacher.shape[0] == r["input_ids"].shape[0] else None
+        teacher, rows = projector_output(gd, {**frozen["base"], **frozen["teacher"]}, r, dtype)
+        student, _ = projector_output(gd, full, r, dtype)
         dist = feature_mse(student, teacher, rows)
-        return -alpha * lf + lr + beta * dist, {"forget_nll": lf, "retain_nll": lr,
-                                                 "distill": dist}
+        return -opts.alpha * lf + lr + opts.beta * dist, {"forget_nll": lf, "retain_nll": lr,
+                                                          "distill": dist}
 
-    forget = common.records(data, "forget", cfg)
-    retain = common.records(data, "retain", cfg)
-    n = len(common.paired(data, forget, retain, cfg, 0))
-    schedule = lambda e: (("pair", b) for b in common.paired(data, forget, retain, cfg, e))
+    forget = common.records(data, "forget", opts, tcfg)
+    retain = common.records(data, "retain", opts, tcfg)
+    n = len(common.paired(data, forget, retain, tcfg, 0))
+    schedule = lambda e: (("pair", b) for b in common.paired(data, forget, retain, tcfg, e))  # noqa: E731
     # the teacher: the original (unpruned) vision tower + projector over the frozen LLM
     teacher = {k: v for k, v in model.params.items() if not subsets.in_subset(k, "llm", 0)}
-    result = common.train(setup, cfg, {"pair": loss}, schedule, n,
-                          frozen_extra={"teacher": teacher, "mask": mask},
+    extra = {"teacher": teacher, "mask": mask, **({"user": gate_user} if gate_user else {})}
+    result = common.fit_method(setup, tcfg, {"pair": loss}, schedule, n, frozen_extra=extra,
                           update_mask=update_mask, desc="vkd")
     result.report["mask_fraction"] = F.mask_fraction(mask)
     result.report["pruned"] = int(np.sum(pruned)) if pruned is not None else 0
-    result.artifacts.update(artifacts)
+    if pruned is not None:
+        result.neuron_masks = {"vision": pruned}
+        result.neuron_meta = {"method": "vkd", "model_type": model.hf_config.get("model_type"),
+                              "note": "pruned before training; the exported model holds them"}
+    result.param_masks["saliency_mask"] = mask
+    if user is not None:
+        result.param_masks["mask"] = user
     return result
+
+
+def _and_masks(a: Mapping[str, Any], b: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    """Elementwise AND of two {path: mask} dicts (a path in one only keeps that one)."""
+    out = {k: np.asarray(v, bool) for k, v in a.items()}
+    for k, v in (b or {}).items():
+        v = np.asarray(v, bool)
+        out[k] = np.logical_and(out[k], v) if k in out else v
+    return out

@@ -19,6 +19,34 @@ from flax import nnx
 Params = dict[str, jax.Array]
 
 
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
+                    "image_sizes", "position_ids", "image_index", "image_weight")
+# batch entries for statistics only (see jaxunlearn.data.images), never model inputs
+_NOT_MODEL_INPUTS = ("vision_token_mask",)
+
+
+def model_inputs(batch: dict) -> dict:
+    """The part of a batch that the model reads (loss masks and labels stay out)."""
+    return {k: v for k, v in batch.items()
+            if (k in MODEL_INPUT_KEYS or k.startswith("vision_")) and k not in _NOT_MODEL_INPUTS}
+
+
+def shared_input_keys(batch: dict) -> tuple[str, ...]:
+    """Entries of a host-prepared batch whose leading axis is not the example rows (Qwen-VL
+    patches and M-RoPE positions [3, B, T], OneVision crop slots and the row -> slot gather
+    indices): such a batch cannot be cut into row groups (micro-batches, data-parallel shards
+    of the image arrays). Empty for LLaVA batches (one image per row)."""
+    out = []
+    for k, v in batch.items():
+        if k == "position_ids" and getattr(v, "ndim", 0) == 3:
+            out.append(k)
+        elif k.startswith("vision_") or k in ("image_index", "image_weight"):
+            out.append(k)
+        elif k == "pixel_values" and ("image_index" in batch or "vision_pos" in batch):
+            out.append(k)
+    return tuple(out)
+
+
 def path_key(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
@@ -90,6 +118,47 @@ def forward_logits(graphdef: Any, params: Params, inputs: dict, *, dtype=None,
     hidden, module = forward_hidden(graphdef, params, inputs, dtype=dtype, remat=remat,
                                     probes=probes)
     return module.lm_logits(hidden).astype(jnp.float32)
+
+
+def image_features(graphdef: Any, params: Params, inputs: dict,
+                   dtype=None) -> tuple[jax.Array, jax.Array]:
+    """Image features as the language model receives them, for any family: the projector
+    output (LLaVA, LLaVA-OneVision) or the patch merger output (Qwen-VL) of a host-prepared
+    multimodal batch, one row per feature slot, and 0/1 weights of the rows that stand for
+    real image tokens (padded images, crop slots and patches weigh 0).
+
+    Returns (features [K, D_text] in the compute dtype, weights [K] float32). LLaVA: K = images
+    x tokens (image k is real when k < the number of valid rows holding image tokens);
+    Qwen-VL: K = padded patches / merge**2; OneVision: K = crop slots x tokens per crop (a
+    row counts when an image token gathers it)."""
+    module = merge(graphdef, cast_floating(dict(params), dtype))
+    if inputs.get("pixel_values") is None:
+        raise ValueError("image_features needs a multimodal batch (pixel_values); text-only "
+                         "batches have no image features")
+    pix = jnp.asarray(inputs["pixel_values"]).astype(dtype or jnp.float32)
+    ids = jnp.asarray(inputs["input_ids"])
+    is_img = ids == module.config.image_token_id
+    if "vision_pos" in inputs:  # Qwen-VL: host-prepared patch sequence
+        vision = {k: inputs[k] for k in ("vision_pos", "vision_segments", "vision_windows",
+                                         "vision_perm", "vision_unperm") if k in inputs}
+        feats = module.image_features(pix, vision)
+        unit = inputs["vision_segments"].shape[0] // feats.shape[0]
+        weights = inputs["vision_segments"].reshape(-1, unit)[:, 0] >= 0
+        return feats, weights.astype(jnp.float32)
+    feats = module.image_features(pix)
+    feats = feats.reshape(-1, feats.shape[-1])
+    if "image_index" in inputs:  # OneVision: crop slots gathered by image_index / image_weight
+        index = jnp.asarray(inputs["image_index"]).reshape(-1)
+        hit = ((jnp.asarray(inputs["image_weight"]) != 0) & is_img[..., None]).reshape(-1)
+        used = jnp.zeros((feats.shape[0] + 1,), bool).at[index].max(hit)  # + image_newline
+        return feats, used[:-1].astype(jnp.float32)
+    rows = jnp.any(is_img, axis=1)  # LLaVA: one image per row holding image tokens, in order
+    if "example_mask" in inputs:
+        rows = rows & (jnp.asarray(inputs["example_mask"]) > 0)
+    n_img = jnp.sum(rows)
+    per_image = feats.shape[0] // pix.shape[0]
+    weights = jnp.repeat(jnp.arange(pix.shape[0]) < n_img, per_image)
+    return feats, weights.astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "dtype"))

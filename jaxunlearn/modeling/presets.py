@@ -1,4 +1,5 @@
-"""Model presets (YAML in `models/`): architecture, checkpoint path, dtypes, mesh, remat."""
+"""Model presets (YAML in `models/`): architecture, checkpoint path, dtypes, remat (read by
+`bench --plan`). Loading the model a preset names is `checkpoint.hf.model_from_preset`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import yaml
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "models"
 PRESET_KEYS = {"family", "checkpoint", "random_init", "param_dtype", "compute_dtype", "remat",
-               "mesh", "hf_config"}
+               "hf_config"}
 
 
 def preset_path(name_or_path: str) -> Path:
@@ -40,25 +41,5 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     data.setdefault("param_dtype", "float32")
     data.setdefault("compute_dtype", data["param_dtype"])
     data.setdefault("remat", False)
-    data.setdefault("mesh", {"data": -1, "fsdp": 1, "tensor": 1})
     data["name"] = path.stem
     return data
-
-
-def model_from_preset(preset: dict | str, checkpoint: str | None = None, seed: int = 0):
-    """Load the preset's checkpoint, or random-init it when the preset says `random_init`."""
-    from jaxunlearn.checkpoint.hf import load_pretrained, model_from_config
-
-    if isinstance(preset, str):
-        preset = load_preset(preset)
-    ckpt = checkpoint or preset.get("checkpoint")
-    if ckpt:
-        return load_pretrained(ckpt, dtype=preset["param_dtype"],
-                               compute_dtype=preset["compute_dtype"])
-    if not preset.get("random_init"):
-        raise ValueError(f"preset {preset['name']!r} has no checkpoint; set `checkpoint:` to a "
-                         "local HF directory (or pass --model PATH)")
-    import jax.numpy as jnp
-
-    model = model_from_config(preset["hf_config"], seed=seed, dtype=preset["param_dtype"])
-    return model.replace(compute_dtype=jnp.dtype(preset["compute_dtype"]))

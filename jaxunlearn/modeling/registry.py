@@ -1,11 +1,15 @@
-"""model_type -> (family name, config parser, module class, key table, conv shapes)."""
+"""model_type -> `Family` (config parser, module class, key table, conv shapes, host prep).
+
+Each family registers here by name; its entry is built by `family()` in
+`modeling/<family>/keys.py`, imported on first use."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Callable
 
-from jaxunlearn.checkpoint import mapping
+from jaxunlearn.modeling.keys import KeyTable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -13,7 +17,7 @@ class Family:
     name: str
     parse_config: Callable[[dict], Any]
     module_cls: type
-    keys: mapping.KeyTable
+    keys: KeyTable
     conv_shapes: Callable[[Any], dict[str, tuple]]  # our path -> torch conv weight shape
     hf_architecture: str
     # optional host-side (numpy) preparation of model inputs, e.g. M-RoPE position ids and
@@ -40,30 +44,14 @@ def family_for(model_type: str, where: str = "config.json") -> Family:
     return _FAMILIES[model_type]()
 
 
-def _llava() -> Family:
-    from jaxunlearn.modeling.llava import LlavaConfig, LlavaForConditionalGeneration
-
-    def conv(c: LlavaConfig) -> dict:
-        v = c.vision
-        return {"vision_tower.embeddings.patch_embedding.kernel":
-                (v.hidden_size, v.num_channels, v.patch_size, v.patch_size)}
-
-    return Family("llava", LlavaConfig.from_hf, LlavaForConditionalGeneration, mapping.LLAVA,
-                  conv, "LlavaForConditionalGeneration")
-
-
-register("llava", _llava)
-
-
 def _lazy(module: str, attr: str) -> Callable[[], Family]:
     def factory() -> Family:
-        import importlib
-
         return getattr(importlib.import_module(module), attr)()
 
     return factory
 
 
-register("qwen2_vl", _lazy("jaxunlearn.modeling.qwen_vl", "family_qwen2_vl"))
-register("qwen2_5_vl", _lazy("jaxunlearn.modeling.qwen_vl", "family_qwen2_5_vl"))
-register("llava_onevision", _lazy("jaxunlearn.modeling.llava_onevision", "family"))
+register("llava", _lazy("jaxunlearn.modeling.llava.keys", "family"))
+register("llava_onevision", _lazy("jaxunlearn.modeling.llava_onevision.keys", "family"))
+register("qwen2_vl", _lazy("jaxunlearn.modeling.qwen_vl.keys", "family_qwen2_vl"))
+register("qwen2_5_vl", _lazy("jaxunlearn.modeling.qwen_vl.keys", "family_qwen2_5_vl"))

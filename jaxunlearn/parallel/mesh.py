@@ -8,7 +8,6 @@ Batches are split over ('data', 'fsdp') on their leading axis.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 import jax
@@ -28,26 +27,6 @@ RULES: dict[str, str | None] = {
     "vocab": "tensor",
     "norm": None,
 }
-
-
-def maybe_initialize_distributed() -> bool:
-    """Call `jax.distributed.initialize()` when a multi-host launcher set the environment.
-
-    - `JAX_COORDINATOR_ADDRESS` (+ `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`): explicit (k8s).
-    - `JAXUNLEARN_MULTIHOST=1` or SLURM with several tasks: JAX's cluster auto-detection
-      (SLURM variables, TPU pod metadata).
-    Returns True if it initialised."""
-    addr = os.environ.get("JAX_COORDINATOR_ADDRESS")
-    if addr:
-        jax.distributed.initialize(coordinator_address=addr,
-                                   num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                                   process_id=int(os.environ["JAX_PROCESS_ID"]))
-        return True
-    if (os.environ.get("JAXUNLEARN_MULTIHOST") == "1"
-            or int(os.environ.get("SLURM_NTASKS", "1")) > 1):
-        jax.distributed.initialize()
-        return True
-    return False
 
 
 def mesh_shape(sizes: Mapping[str, int], n_devices: int) -> tuple[int, int, int]:
@@ -117,13 +96,23 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 
 def shard_batch(batch: Mapping[str, Any], mesh: Mesh | None) -> dict[str, jax.Array]:
     """Place a host batch on the mesh, split over ('data', 'fsdp') on axis 0. On several hosts
-    each host passes its own slice (the global batch is assembled from all of them)."""
+    each host passes its own slice (the global batch is assembled from all of them).
+
+    Entries not indexed by example row (Qwen-VL patches and M-RoPE positions, OneVision crop
+    slots: `modeling.model.shared_input_keys`) are replicated; such batches need one host."""
+    from jaxunlearn.modeling.model import shared_input_keys
+
     if mesh is None:
         return {k: jax.numpy.asarray(v) for k, v in batch.items()}
+    shared = set(shared_input_keys(batch))
+    if shared and jax.process_count() > 1:
+        raise ValueError(f"batch entries {sorted(shared)} hold the images of the whole batch "
+                         "(Qwen-VL / LLaVA-OneVision), which cannot be assembled from per-host "
+                         "slices; run these families on one host")
     out = {}
     for k, v in batch.items():
         v = np.asarray(v)
-        sharding = batch_sharding(mesh, v.ndim)
+        sharding = (NamedSharding(mesh, P()) if k in shared else batch_sharding(mesh, v.ndim))
         if jax.process_count() > 1:
             out[k] = jax.make_array_from_process_local_data(sharding, v)
         else:

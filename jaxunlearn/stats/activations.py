@@ -17,11 +17,13 @@ statistics are
 (fraction > 0) reads it. Valid tokens: attention_mask 1 and example_mask 1, narrowed by
 `token_scope` for the language model: `all`, `answer` (loss_mask 1 at the token itself) or
 `image` (image placeholder tokens). Vision neurons count every token (CLS included) of every
-image whose example is valid and whose prompt holds image tokens, whatever the scope; a batch
-may carry `vision_token_mask` (shape = the vision MLP input's leading dims) for families whose
-image rows are not one per example. A vision layer the model never runs (LLaVA reads layer
--2, so the last CLIP layer is skipped) keeps n = 0. Statistics of a group the batch does not
-reach (vision on text-only batches, blank images included) stay 0.
+image whose example is valid and whose prompt holds image tokens, whatever the scope. Qwen-VL
+and OneVision pipeline batches carry `vision_token_mask` (shape = the vision MLP input's
+leading dims: real patches [N_pad] / real crop slots [slots, patches]) since their image rows
+are not one per example; padded patches and crop slots do not count. A vision layer the model
+never runs (LLaVA reads layer -2, so the last CLIP layer is skipped) keeps n = 0. Statistics
+of a group the batch does not reach (vision on text-only batches, blank images included)
+stay 0.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from jaxunlearn.modeling.model import forward_hidden
-from jaxunlearn.transforms import group_shapes
+from jaxunlearn.modeling.mlp import group_shapes
 
 SITES = ("post", "pre")
 SCOPES = ("all", "answer", "image")
@@ -101,13 +103,18 @@ def _vision_weights(batch: Mapping[str, jax.Array], lead: tuple[int, ...],
         return batch["vision_token_mask"].reshape(lead) > 0
     pix = batch.get("pixel_values")
     if pix is not None and pix.ndim == 4 and lead[0] == pix.shape[0] == batch["input_ids"].shape[0]:
-        # one image per row (LLaVA): the row must be a valid example that shows its image
-        # (a blank image of a text-only row, see PipelineConfig.blank_images, does not count)
-        ex = jnp.ones((pix.shape[0],), bool)
+        # LLaVA: as in the forward pass (masked scatter), image k feeds the k-th row that holds
+        # image tokens; it counts when that row is a valid example. Images past the last such
+        # row (zero images of rows that pad the batch, blank images of text-only rows: see
+        # PipelineConfig.blank_images) feed nothing and do not count.
+        n = pix.shape[0]
+        shows = jnp.ones((n,), bool) if image_token_id is None else \
+            jnp.any(batch["input_ids"] == image_token_id, axis=1)
+        valid = shows
         if "example_mask" in batch:
-            ex = ex & (batch["example_mask"] > 0)
-        if image_token_id is not None:
-            ex = ex & jnp.any(batch["input_ids"] == image_token_id, axis=1)
+            valid = valid & (batch["example_mask"] > 0)
+        order = jnp.where(shows, jnp.cumsum(shows) - 1, n)
+        ex = jnp.zeros((n,), bool).at[order].max(valid, mode="drop")
         return jnp.broadcast_to(ex.reshape((-1,) + (1,) * (len(lead) - 1)), lead)
     return jnp.ones(lead, bool)
 
@@ -222,7 +229,7 @@ def neuron_stats_multi(model, batches: Iterable[Mapping[str, Any]], variants: li
 
 
 def _model_keys(batch: Mapping[str, Any]) -> set[str]:
-    from jaxunlearn.train.finetune import model_inputs
+    from jaxunlearn.modeling.model import model_inputs
 
     return set(model_inputs(dict(batch)))
 

@@ -53,7 +53,7 @@ def empirical_fisher(graphdef: Any, params: Mapping[str, jax.Array], batches: It
     """Fisher diagonal of the answer NLL over `batches` for `params[keys]` (default: all).
 
     `split_inputs(batch) -> (model inputs, loss targets)`; default: the finetune split."""
-    from jaxunlearn.train.finetune import model_inputs
+    from jaxunlearn.modeling.model import model_inputs
 
     keys = sorted(params) if keys is None else sorted(keys)
     unknown = [k for k in keys if k not in params]

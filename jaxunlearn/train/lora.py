@@ -1,5 +1,6 @@
 """LoRA as parameter transforms: its own flat pytree, merged into the base kernels for the
-forward pass, exported either merged (HF weights) or as a PEFT adapter directory.
+forward pass, exported either merged (HF weights) or as a PEFT adapter directory
+(`checkpoint.peft.save_peft_adapter`).
 
 A target kernel W [in, out] gets `W + scale * A @ B` with A [in, r], B [r, out],
 scale = alpha / r; A starts random, B at zero (so training starts from the base model).
@@ -10,17 +11,12 @@ not supported (asking for it is an error rather than silently ignored).
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-from pathlib import Path
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors.numpy import save_file
-
-from jaxunlearn.checkpoint.atomic import atomic_directory
 
 DEFAULT_TARGETS = r"^language_model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.kernel$"
 
@@ -91,33 +87,3 @@ def unmerge(params: Mapping[str, jax.Array], lora: Mapping[str, jax.Array],
     for path, d in lora_delta(lora, cfg).items():
         out[path] = (params[path].astype(jnp.float32) - d).astype(params[path].dtype)
     return out
-
-
-def save_peft_adapter(lora: Mapping[str, jax.Array], cfg: LoraConfig, model, out_dir) -> Path:
-    """Write a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`)
-    that `peft.PeftModel.from_pretrained(hf_model, out_dir)` loads onto the HF model."""
-    from jaxunlearn.modeling import registry
-
-    fam = registry.family_for(model.hf_config.get("model_type"))
-    tensors, modules = {}, []
-    for a in sorted(k for k in lora if k.endswith(".lora_a")):
-        ours = a[: -len(".lora_a")]
-        module = fam.keys.module_name(ours)
-        modules.append(module)
-        prefix = f"base_model.model.{module}"
-        tensors[f"{prefix}.lora_A.weight"] = np.ascontiguousarray(
-            np.asarray(lora[a], np.float32).T)
-        tensors[f"{prefix}.lora_B.weight"] = np.ascontiguousarray(
-            np.asarray(lora[a[:-1] + "b"], np.float32).T)
-    config = {
-        "peft_type": "LORA", "r": cfg.rank, "lora_alpha": cfg.alpha, "lora_dropout": 0.0,
-        "target_modules": modules, "bias": "none", "fan_in_fan_out": False,
-        "init_lora_weights": True, "inference_mode": True, "task_type": None,
-        "base_model_name_or_path": model.source_dir, "modules_to_save": None,
-        "use_rslora": False, "use_dora": False,
-    }
-    out_dir = Path(out_dir)
-    with atomic_directory(out_dir) as tmp:
-        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    return out_dir

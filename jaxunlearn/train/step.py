@@ -15,12 +15,30 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxunlearn.modeling.model import shared_input_keys
 from jaxunlearn.train.state import TrainState
 
 LossFn = Callable[[dict, Any, dict], tuple[jax.Array, dict]]
 
 
+def _shared_entries(batch: Any, where: str = "") -> list[str]:
+    """Entries of (nested) batches not indexed by example row (see shared_input_keys)."""
+    if not isinstance(batch, dict):
+        return []
+    out = [f"{where}{k}" for k in shared_input_keys(batch)] if "input_ids" in batch else []
+    for k, v in batch.items():
+        out += _shared_entries(v, f"{where}{k}.")
+    return out
+
+
 def _split_micro(batch: dict, n: int) -> dict:
+    shared = _shared_entries(batch)
+    if shared:
+        raise ValueError(f"grad_accum={n} cuts each batch into row groups, but the batch entries "
+                         f"{shared[:4]} hold the images of the whole batch (qwen2_vl, "
+                         "qwen2_5_vl, llava_onevision); set train.grad_accum: 1 for these "
+                         "families (raise train.batch_size instead)")
+
     def split(x):
         if x.shape[0] % n:
             raise ValueError(f"batch size {x.shape[0]} is not divisible by grad_accum={n}")

@@ -60,3 +60,38 @@ def split_params(params: Mapping, mask: Mapping[str, bool]) -> tuple[dict, dict]
     trainable = {k: v for k, v in params.items() if mask[k]}
     frozen = {k: v for k, v in params.items() if not mask[k]}
     return trainable, frozen
+
+
+def dead_vision_layers(model) -> list[int]:
+    """Vision-tower layers whose output never reaches the language model, so their parameters
+    receive no gradient and their neurons no statistics.
+
+    LLaVA and LLaVA-OneVision read the hidden states at `vision_feature_layer` (negative
+    indices count from the end of the num_layers + 1 states: -1 = the last layer's output,
+    -2 = the one before); every layer after the deepest selected state is never run (LLaVA-1.5
+    with -2: the last CLIP layer). Their `post_layernorm` is unused too (hidden states are
+    read before it; see `dead_vision_params`). Qwen-VL's merger reads the last block: none.
+    Returns 0-based layer indices, ascending; [] for families without dead layers."""
+    config = model.config
+    layers = getattr(config, "feature_layers", None)
+    if layers is None:  # Qwen-VL: every block feeds the patch merger
+        return []
+    n = int(config.vision.num_hidden_layers)
+    deepest = max(int(layer) % (n + 1) for layer in layers)
+    return list(range(deepest, n))
+
+
+def dead_vision_params(model, paths=None) -> list[str]:
+    """Parameter paths (of `paths`, default all of the model's) that provably receive no
+    gradient: the layers of `dead_vision_layers` and the unused `post_layernorm` /
+    attention-pooling head of LLaVA / OneVision vision towers."""
+    dead = set(dead_vision_layers(model))
+    if getattr(model.config, "feature_layers", None) is None:
+        return []
+    out = []
+    for p in sorted(model.params if paths is None else paths):
+        m = re.match(r"^vision_tower\.encoder\.layers\.(\d+)\.", p)
+        if (m and int(m.group(1)) in dead) or re.match(r"^vision_tower\.(post_layernorm|head)\.",
+                                                       p):
+            out.append(p)
+    return out

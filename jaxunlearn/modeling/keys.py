@@ -1,4 +1,7 @@
-"""Per-family tables between jaxunlearn parameter paths and HF safetensors keys.
+"""The key-table type: per-family maps between jaxunlearn parameter paths and HF keys.
+
+Each family defines its table in its own folder (`modeling/<family>/keys.py`); the
+checkpoint layer uses them through `modeling.registry`.
 
 One table per family serves import and export. A table is an ordered list of
 `(our_prefix, hf_prefix)` pairs for the layout current `transformers` writes, plus a list
@@ -83,32 +86,3 @@ def expected_hf_shape(path: str, our_shape: tuple[int, ...],
     if path.endswith("kernel"):
         return tuple(reversed(our_shape))
     return tuple(our_shape)
-
-
-# Export layout = what `transformers` 5 `save_pretrained` writes for LLaVA. Accepted on
-# import besides it: the legacy Hub layout (`vision_tower.vision_model.*`) and the in-memory
-# names of transformers 5 (`model.vision_tower.*`, `model.language_model.*`, `lm_head.*`).
-LLAVA = KeyTable(
-    prefixes=(
-        ("vision_tower.", "vision_tower."),
-        ("multi_modal_projector.", "multi_modal_projector."),
-        ("language_model.", "language_model.model."),
-        ("lm_head.", "language_model.lm_head."),
-    ),
-    legacy=(
-        (r"^(model\.)?vision_tower\.vision_model\.", "vision_tower."),
-        (r"^model\.vision_tower\.", "vision_tower."),
-        (r"^model\.multi_modal_projector\.", "multi_modal_projector."),
-        (r"^model\.language_model\.", "language_model.model."),
-        (r"^lm_head\.", "language_model.lm_head."),
-    ),
-    modules=(
-        ("vision_tower.", "model.vision_tower."),
-        ("multi_modal_projector.", "model.multi_modal_projector."),
-        ("language_model.", "model.language_model."),
-        ("lm_head", "lm_head"),
-    ),
-)
-
-# renames our export into the legacy layout published on the Hub (tests, old tooling)
-LLAVA_LEGACY_EXPORT = ((r"^vision_tower\.", "vision_tower.vision_model."),)

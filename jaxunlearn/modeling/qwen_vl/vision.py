@@ -2,7 +2,7 @@
 and `Qwen2_5_VisionTransformerPretrainedModel`) on one padded, statically shaped patch sequence.
 
 HF runs the tower on the concatenation of every image's patches and splits attention with
-`cu_seqlens`. Here the host (numpy, see `vision_host_arrays`) pads that sequence to a bucket
+`cu_seqlens`. Here the host (numpy, see `host.vision_host_arrays`) pads that sequence to a bucket
 length `N_pad` and describes its structure with integer arrays; inside jit the block-diagonal
 attention masks are rebuilt from segment ids, so a new image size only changes data, not shapes:
 
@@ -22,175 +22,15 @@ The Conv3d patch embedding (kernel = stride) is a matmul over HF's flattened pat
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from jaxunlearn.modeling.clip import VisionMLP
 from jaxunlearn.modeling.layers import (
     LayerNorm, Linear, RMSNorm, activation, apply_rotary, dot_product_attention,
 )
-
-QWEN2_VL = "qwen2_vl"
-QWEN2_5_VL = "qwen2_5_vl"
-MIN_PATCH_BUCKET = 64
-
-
-def _int(v: Any) -> int:
-    """HF allows `patch_size` as an int or a (equal) pair."""
-    return int(v[0]) if isinstance(v, (list, tuple)) else int(v)
-
-
-@dataclasses.dataclass(frozen=True)
-class QwenVisionConfig:
-    """Vision tower hyper-parameters; `variant` is `qwen2_vl` or `qwen2_5_vl`."""
-
-    variant: str
-    depth: int
-    hidden_size: int          # ViT width (HF `embed_dim` for Qwen2-VL, `hidden_size` for 2.5)
-    intermediate_size: int
-    num_heads: int
-    out_hidden_size: int      # merger output = LLM width
-    hidden_act: str
-    in_channels: int = 3
-    patch_size: int = 14
-    temporal_patch_size: int = 2
-    spatial_merge_size: int = 2
-    rope_theta: float = 10000.0
-    window_size: int = 0      # pixels; 0 = no window attention (Qwen2-VL)
-    fullatt_block_indexes: tuple[int, ...] = ()
-
-    @staticmethod
-    def from_hf(vc: dict[str, Any], variant: str) -> "QwenVisionConfig":
-        rope = vc.get("rope_parameters") or {}
-        rope_type = rope.get("rope_type", "axial")
-        if rope_type != "axial":
-            raise ValueError(f"vision_config rope_type {rope_type!r} is not supported; use axial")
-        common = dict(
-            variant=variant,
-            depth=int(vc.get("depth", vc.get("num_hidden_layers", 32))),
-            num_heads=int(vc.get("num_heads", vc.get("num_attention_heads", 16))),
-            in_channels=int(vc.get("in_channels", vc.get("in_chans", 3))),
-            patch_size=_int(vc.get("patch_size", 14)),
-            temporal_patch_size=_int(vc.get("temporal_patch_size", 2)),
-            spatial_merge_size=int(vc.get("spatial_merge_size", 2)),
-            rope_theta=float(rope.get("rope_theta", 10000.0)),
-        )
-        if variant == QWEN2_VL:
-            width = int(vc.get("embed_dim", 1280))
-            return QwenVisionConfig(
-                hidden_size=width, intermediate_size=int(width * vc.get("mlp_ratio", 4)),
-                out_hidden_size=int(vc.get("hidden_size", 3584)),
-                hidden_act=vc.get("hidden_act", "quick_gelu"), **common)
-        if variant == QWEN2_5_VL:
-            return QwenVisionConfig(
-                hidden_size=int(vc.get("hidden_size", 3584)),
-                intermediate_size=int(vc.get("intermediate_size", 3420)),
-                out_hidden_size=int(vc.get("out_hidden_size", 3584)),
-                hidden_act=vc.get("hidden_act", "silu"),
-                window_size=int(vc.get("window_size", 112)),
-                fullatt_block_indexes=tuple(int(i) for i in
-                                            vc.get("fullatt_block_indexes", (7, 15, 23, 31))),
-                **common)
-        raise ValueError(f"unknown Qwen vision variant {variant!r}; use {QWEN2_VL} or {QWEN2_5_VL}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def patch_dim(self) -> int:
-        return self.in_channels * self.temporal_patch_size * self.patch_size ** 2
-
-    @property
-    def merge_unit(self) -> int:
-        return self.spatial_merge_size ** 2
-
-    @property
-    def windowed(self) -> bool:
-        return self.variant == QWEN2_5_VL
-
-
-# ----------------------------------------------------------------------------- host side
-
-
-def patch_bucket(n: int, unit: int) -> int:
-    """Padded patch count: the next power of two >= max(n, MIN_PATCH_BUCKET), rounded up to a
-    multiple of `unit` (merge_size**2). Powers of two keep the number of compiled shapes
-    logarithmic in the largest image."""
-    b = MIN_PATCH_BUCKET
-    while b < n:
-        b *= 2
-    return -(-b // unit) * unit
-
-
-def _rotary_ids(t: int, h: int, w: int, m: int) -> np.ndarray:
-    """(row, col) ids of one image's patches in the processor's merge-block order, [t*h*w, 2]."""
-    hh, ww = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    shape = (h // m, m, w // m, m)
-    hh = hh.reshape(shape).transpose(0, 2, 1, 3).reshape(-1)
-    ww = ww.reshape(shape).transpose(0, 2, 1, 3).reshape(-1)
-    return np.tile(np.stack([hh, ww], axis=-1), (t, 1))
-
-
-def _window_order(t: int, lh: int, lw: int, ws: int) -> tuple[np.ndarray, np.ndarray]:
-    """HF `get_vision_window_index` for one image: (merge-unit order, window id per unit)."""
-    index = np.arange(t * lh * lw).reshape(t, lh, lw)
-    pad_h, pad_w = ws - lh % ws, ws - lw % ws
-    nh, nw = (lh + pad_h) // ws, (lw + pad_w) // ws
-    padded = np.full((t, lh + pad_h, lw + pad_w), -1, np.int64)
-    padded[:, :lh, :lw] = index
-    padded = padded.reshape(t, nh, ws, nw, ws).transpose(0, 1, 3, 2, 4)
-    padded = padded.reshape(t * nh * nw, ws * ws)
-    wid = np.broadcast_to(np.arange(t * nh * nw)[:, None], padded.shape)
-    keep = padded.reshape(-1) >= 0
-    return padded.reshape(-1)[keep], wid.reshape(-1)[keep]
-
-
-def vision_host_arrays(c: QwenVisionConfig, grid_thw: np.ndarray,
-                       n_pad: int) -> dict[str, np.ndarray]:
-    """Rotary ids, segment / window ids and window permutations for a padded patch sequence
-    holding the images of `grid_thw` [n_images, 3] (see the module docstring)."""
-    m, unit = c.spatial_merge_size, c.merge_unit
-    pos, segs, wins, perm_units = [], [], [], []
-    seg_base = win_base = unit_base = 0
-    for t, h, w in (tuple(int(v) for v in g) for g in grid_thw):
-        ids = _rotary_ids(t, h, w, m)
-        segs.append(np.repeat(np.arange(t) + seg_base, h * w))
-        seg_base += t
-        if c.windowed:
-            ws = c.window_size // m // c.patch_size
-            if ws < 1:
-                raise ValueError(f"window_size {c.window_size} is smaller than one merged patch "
-                                 f"({m * c.patch_size} px); fix vision_config.window_size")
-            order, wid = _window_order(t, h // m, w // m, ws)
-            # HF drops empty windows (unique_consecutive): renumber densely
-            _, wid = np.unique(wid, return_inverse=True)
-            perm_units.append(order + unit_base)
-            wins.append(np.repeat(wid + win_base, unit))
-            win_base += int(wid.max()) + 1
-            ids = ids.reshape(-1, unit, 2)[order].reshape(-1, 2)
-        unit_base += t * h * w // unit
-        pos.append(ids)
-    n = unit_base * unit
-    pad = n_pad - n
-    out = {
-        "vision_pos": np.concatenate(pos + [np.zeros((pad, 2), np.int64)]).astype(np.int32),
-        "vision_segments": np.concatenate(segs + [np.full(pad, -1)]).astype(np.int32),
-    }
-    if c.windowed:
-        units = np.concatenate(perm_units + [np.arange(unit_base, n_pad // unit)])
-        out["vision_windows"] = np.concatenate(wins + [np.full(pad, -1)]).astype(np.int32)
-        out["vision_perm"] = (units[:, None] * unit + np.arange(unit)).reshape(-1).astype(np.int32)
-        out["vision_unperm"] = np.argsort(units).astype(np.int32)
-    return out
-
-
-# ----------------------------------------------------------------------------- modules
+from jaxunlearn.modeling.qwen_vl.config import QWEN2_5_VL, QwenVisionConfig
+from jaxunlearn.modeling.vit import VisionMLP
 
 
 def vision_cos_sin(pos: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:

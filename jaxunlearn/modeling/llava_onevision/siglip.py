@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxunlearn.modeling.clip import CLIPEncoderLayer, VisionMLP, patchify
 from jaxunlearn.modeling.layers import Embed, LayerNorm, Linear, dot_product_attention, param
+from jaxunlearn.modeling.vit import EncoderLayer, VisionMLP, patchify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +83,7 @@ class SiglipVisionEmbeddings(nnx.Module):
 class SiglipEncoder(nnx.Module):
     def __init__(self, c: SiglipVisionConfig, rngs: nnx.Rngs):
         # CLIP's encoder layer has exactly SigLIP's structure and parameter names
-        self.layers = nnx.List([CLIPEncoderLayer(c, rngs) for _ in range(c.num_hidden_layers)])
+        self.layers = nnx.List([EncoderLayer(c, rngs) for _ in range(c.num_hidden_layers)])
 
 
 class MultiheadAttention(nnx.Module):

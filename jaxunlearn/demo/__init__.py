@@ -1,0 +1,1 @@
+"""The quick demo: tiny model, synthetic benchmark, unlearning stages (`jaxunlearn demo`)."""

@@ -1,0 +1,62 @@
+"""Pieces shared by the LLaVA-style families: the 2-layer multimodal projector and HF's
+vision-feature selection (LLaVA-1.5 and LLaVA-OneVision), position ids from a padding mask
+and the image-token merge (also used by Qwen-VL)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxunlearn.modeling.layers import Linear, activation
+
+
+class MultiModalProjector(nnx.Module):
+    """linear_1 -> act -> linear_2 from the selected vision features to the text width.
+
+    `c` is a LLaVA or OneVision config (vision.hidden_size, feature_layers, text.hidden_size,
+    multimodal_projector_bias, projector_hidden_act)."""
+
+    def __init__(self, c, rngs: nnx.Rngs):
+        d_in = c.vision.hidden_size * len(c.feature_layers)
+        d = c.text.hidden_size
+        self.linear_1 = Linear(d_in, d, use_bias=c.multimodal_projector_bias,
+                               axes=(None, "embed"), rngs=rngs)
+        self.linear_2 = Linear(d, d, use_bias=c.multimodal_projector_bias,
+                               axes=("embed", "embed_out"), rngs=rngs)
+        self.act = activation(c.projector_hidden_act)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.linear_2(self.act(self.linear_1(x)))
+
+
+def select_feature_layers(tower, pixel_values: jax.Array, feature_layers, strategy: str,
+                          num_layers: int, probes: list | None = None) -> jax.Array:
+    """HF's vision feature selection: hidden states at `feature_layers` (negative indices
+    count from the end of the num_layers+1 states), CLS dropped for `default`, concatenated
+    on the feature axis. Layers after the deepest selected one are not run."""
+    n_states = num_layers + 1
+    idx = [layer % n_states for layer in feature_layers]
+    states = tower.hidden_states(pixel_values, max(idx) + 1, probes)
+    picked = [states[i] for i in idx]
+    if strategy == "default":
+        picked = [s[:, 1:] for s in picked]
+    return jnp.concatenate(picked, axis=-1)
+
+
+def default_positions(attention_mask: jax.Array) -> jax.Array:
+    """Position ids from a (left- or right-) padded mask: real tokens count 0, 1, 2, ...;
+    padding gets 0 (HF generate's rule)."""
+    pos = jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1
+    return jnp.where(attention_mask.astype(bool), pos, 0)
+
+
+def merge_image_features(embeds: jax.Array, input_ids: jax.Array, image_token_id: int,
+                         features: jax.Array) -> jax.Array:
+    """Place feature rows at image-token positions in order (torch `masked_scatter`):
+    the k-th image token of the flattened batch receives row k of `features` [K, D]."""
+    b, t, d = embeds.shape
+    is_img = (input_ids == image_token_id).reshape(-1)
+    idx = jnp.clip(jnp.cumsum(is_img) - 1, 0, features.shape[0] - 1)
+    gathered = jnp.take(features.astype(embeds.dtype), idx, axis=0)
+    return jnp.where(is_img[:, None], gathered, embeds.reshape(-1, d)).reshape(b, t, d)

@@ -1,0 +1,185 @@
+"""Every family through the data pipeline, the evaluation tasks and the neuron statistics:
+LLaVA, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL (tiny random models saved with save_pretrained)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jaxunlearn as ju
+from hf_fixtures import FAMILIES, save_tiny_family, tiny_image_processor
+from jaxunlearn import session
+from jaxunlearn.data import templates as T
+from jaxunlearn.data.pipeline import (
+    _pad_id, collate, encode_record, make_dataset, make_mixed_dataset, qa_records,
+)
+from jaxunlearn.data.schema import load_image
+from jaxunlearn.data.synthetic import SynthConfig, generate_benchmark
+from jaxunlearn.modeling.model import forward_logits, model_inputs, shared_input_keys
+
+CFG = {"data": {"batch_size": 4, "max_length": 256, "blank_images": False}, "train": {"seed": 0}}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return generate_benchmark(SynthConfig(seed=0, n_profiles=10, n_celebrities=4, image_size=32))
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def fam(request, bench, tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    path = save_tiny_family(request.param, tmp_path_factory.mktemp(request.param), bench=bench)
+    model = ju.load_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    return request.param, model, tok, session.pipeline_for(model, CFG)
+
+
+def _records(bench, family, n_multi=1, n_text=1):
+    recs = qa_records(bench.profiles[:3], family, "train")
+    return ([r for r in recs if r["image"] is not None][:n_multi]
+            + [r for r in recs if r["image"] is None][:n_text])
+
+
+def test_pipeline_batch_equals_hf_processor_inputs(fam, bench):
+    """(a) a pipeline batch (a text-only and a multimodal row, padded to 4 rows) gives the
+    logits of the HF-processor-layout inputs through Model.logits."""
+    family, model, tok, pipe = fam
+    records = _records(bench, family)[::-1]
+    examples = [encode_record(r, tok, pipe) for r in records]
+    batch = collate(examples, pipe, _pad_id(tok))
+    got = np.asarray(forward_logits(model.graphdef, model.params, model_inputs(batch)))
+
+    # the HF image processor on the same image, the prompt expanded to its token count
+    proc = tiny_image_processor(family)
+    image = load_image(records[1]["image"])
+    hf = {k: np.asarray(v) for k, v in proc(images=[image], return_tensors="np").items()}
+    hf.pop("batch_num_images", None)
+    if family == "llava":
+        n_tok = model.config.image_seq_length
+    elif family == "llava_onevision":
+        from jaxunlearn.modeling.llava_onevision import num_image_tokens
+
+        n_tok = num_image_tokens(model.config, tuple(hf["image_sizes"][0]))
+    else:
+        n_tok = int(np.prod(hf["image_grid_thw"][0])) // 4
+    ids = [T.encode_example(tok, family, r["prompt"], r["answer"], n_tok if i == 1 else 0)
+           ["input_ids"] for i, r in enumerate(records)]
+    length = batch["input_ids"].shape[1]
+    hf_ids = np.full((4, length), _pad_id(tok), np.int64)
+    hf_mask = np.zeros((4, length), np.int64)
+    for i, row in enumerate(ids):
+        hf_ids[i, :len(row)], hf_mask[i, :len(row)] = row, 1
+    raw = collate(examples, pipe, _pad_id(tok), prepare=False)
+    np.testing.assert_array_equal(raw["input_ids"], hf_ids)
+    pix = hf.pop("pixel_values")
+    if family == "llava":  # one image per row: pad the batch with zero images
+        pix = np.concatenate([pix, np.zeros((3, *pix.shape[1:]), pix.dtype)])
+    want = np.asarray(model.logits(hf_ids, hf_mask, pix, **hf))
+    valid = hf_mask.astype(bool)
+    np.testing.assert_allclose(got[valid], want[valid], atol=1e-5, rtol=0)
+
+
+def test_datasets_static_shapes_and_errors(fam, bench):
+    family, model, tok, pipe = fam
+    records = _records(bench, family, n_multi=5, n_text=5)
+    batches = list(make_mixed_dataset(records, tok, pipe))
+    assert len(batches) == 4
+    multi = [b for b in batches if "pixel_values" in b]
+    assert len(multi) == 2
+    for key in ("pixel_values", "vision_token_mask", "vision_pos"):  # static image shapes
+        assert multi[0].get(key, np.zeros(0)).shape == multi[1].get(key, np.zeros(0)).shape
+    if family == "llava":
+        assert not shared_input_keys(multi[0])
+    else:
+        assert "pixel_values" in shared_input_keys(multi[0])
+        from jaxunlearn.train.step import accumulate_grads
+
+        def loss(p, frozen, b):
+            return forward_logits(model.graphdef, {**frozen, **p}, model_inputs(b)).mean(), {}
+
+        with pytest.raises(ValueError, match="grad_accum: 1"):
+            accumulate_grads(loss, {}, model.params, multi[0], grad_accum=2)
+        with pytest.raises(ValueError, match="blank_images"):
+            session.pipeline_for(model, {**CFG, "data": {**CFG["data"], "blank_images": True}})
+    assert make_dataset(records[:1], tok, pipe)[0]["input_ids"].shape[0] == 4
+
+
+def test_eval_tasks_run(fam, bench):
+    """(b) classification (generation + likelihood), generation, cloze and NLL give finite
+    numbers on multimodal and text-only questions."""
+    from jaxunlearn.eval import tasks
+    from jaxunlearn.eval.evaluate import Evaluator
+
+    family, model, tok, pipe = fam
+    cfg = tasks.EvalConfig(batch_size=2, max_questions=2, classification_tokens=2,
+                           generation_tokens=3, cloze_tokens=3, bucket_size=256)
+    ev = Evaluator(model, tok, pipe, settings=cfg)
+    profiles = bench.profiles[:1]
+    for modality in ("multi", "text"):
+        tag = tasks.Tag(modality=modality)
+        out = ev.task("classification", profiles, tag)
+        out += ev.task("generation", profiles, tag)
+        out += ev.task("cloze", profiles, tag)
+        out += tasks.run_nll(ev, profiles, tag)
+        metrics = {(r["task"], r["metric"]) for r in out.records}
+        assert {("classification", "accuracy"), ("classification", "likelihood_accuracy"),
+                ("generation", "rouge1"), ("cloze", "accuracy"), ("qa", "nll")} <= metrics
+        assert all(np.isfinite(r["value"]) for r in out.records)
+
+
+def test_neuron_stats_count_only_real_patches(fam, bench):
+    """(c) statistics run; padded patches / crop slots / rows do not count."""
+    from jaxunlearn.data.images import ClipImages, OneVisionImages, QwenImages
+    from jaxunlearn.modeling.mlp import group_shapes
+    from jaxunlearn.stats.activations import neuron_stats
+    from jaxunlearn.train.subsets import dead_vision_layers
+
+    family, model, tok, pipe = fam
+    records = _records(bench, family, n_multi=3, n_text=0)  # 3 images in a batch of 4 rows
+    batch = collate([encode_record(r, tok, pipe) for r in records], pipe, _pad_id(tok))
+    stats = neuron_stats(model, [batch], progress=False)
+    enc = pipe.encoder()
+    if isinstance(enc, ClipImages):
+        per_image = (model.config.vision.image_size // model.config.vision.patch_size) ** 2 + 1
+    elif isinstance(enc, QwenImages):
+        per_image = 64  # 32x32 px in 4 px patches
+        assert len(batch["pixel_values"]) > 3 * per_image  # the bucket pads patches
+    else:
+        assert isinstance(enc, OneVisionImages)
+        per_image = 5 * model.config.vision.num_patches  # base + 2x2 grid crops
+        assert len(batch["pixel_values"]) * model.config.vision.num_patches > 3 * per_image
+    n_layers = group_shapes(model.params)["vision"][0]
+    dead = dead_vision_layers(model)
+    want = [0 if i in dead else 3 * per_image for i in range(n_layers)]
+    np.testing.assert_array_equal(stats["vision"]["n"], want)
+    text_tokens = int(batch["attention_mask"].sum())
+    np.testing.assert_array_equal(stats["language"]["n"], [text_tokens] * 2)
+    # on a mesh: rows split over 'data', per-batch image arrays replicated, same statistics
+    from jaxunlearn.parallel.mesh import make_mesh
+
+    sharded = neuron_stats(model, [batch], mesh=make_mesh({"data": 2, "tensor": 4}),
+                           progress=False)
+    for g in stats:
+        np.testing.assert_array_equal(stats[g]["n"], sharded[g]["n"])
+        np.testing.assert_allclose(stats[g]["S2"], sharded[g]["S2"], rtol=1e-5, atol=1e-6)
+
+
+def test_image_features_weigh_real_images_only(fam, bench):
+    """`image_features` (VKD's distillation target): one row per feature slot, weight 1 on
+    exactly the features of the 3 real images (padded rows / patches / crop slots weigh 0)."""
+    from jaxunlearn.modeling.model import image_features
+
+    family, model, tok, pipe = fam
+    records = _records(bench, family, n_multi=3, n_text=0)
+    examples = [encode_record(r, tok, pipe) for r in records]
+    batch = collate(examples, pipe, _pad_id(tok))
+    feats, weights = image_features(model.graphdef, model.params,
+                                    {**model_inputs(batch), "example_mask": batch["example_mask"]})
+    per_image = examples[0]["image"]["num_tokens"]
+    if family == "llava_onevision":  # image tokens = base + grid features + one newline per row
+        grid = model.config.vision.image_size // model.config.vision.patch_size
+        per_image = 5 * grid * grid
+    assert feats.shape[0] == weights.shape[0] > 3 * per_image
+    assert feats.shape[1] == model.config.text.hidden_size
+    assert float(np.asarray(weights).sum()) == 3 * per_image
