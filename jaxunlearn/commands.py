@@ -72,6 +72,7 @@ def unlearn_command(cfg: dict, model_dir: str | None = None) -> Path:
     spec = get_method(cfg["method"]["name"])  # fail fast: unknown method, options, train keys
     options = resolve_options(spec, cfg["method"]["options"])
     train = session.train_config(cfg)
+    session.split_pair(cfg)  # fail fast: a forget / retain pair that does not match
     model = session.load_model(cfg, model_dir)
     tok = session.load_tokenizer(cfg, model)
     bench = session.load_benchmark(cfg)
@@ -174,8 +175,9 @@ def evaluate_command(cfg: dict, model_dir: str | None = None, name: str = "model
     from jaxunlearn.eval.evaluate import benchmark_sets
     from jaxunlearn.eval.report import markdown_table, model_fingerprint, write_run_report
 
+    forget_split, retain_split = session.split_pair(cfg)  # config errors before loading
     ev, bench = evaluator_for(cfg, model_dir)
-    sets = benchmark_sets(bench, cfg["data"]["forget_split"], cfg["data"]["retain_split"],
+    sets = benchmark_sets(bench, forget_split, retain_split,
                           max_profiles=cfg["eval"]["max_profiles"])
     unknown = set(cfg["eval"]["sets"]) - set(sets)
     if unknown:
@@ -207,7 +209,8 @@ def protocol_command(name: str, cfg: dict, model_dir: str | None = None) -> Path
         if cfg["eval"][key] != DEFAULTS["eval"][key]:
             raise ValueError(f"eval.{key} is read by `evaluate`, not by `protocol` (which "
                              f"uses {instead}); remove it")
-    unread = ["retain_split"] + (["forget_split"] if spec.name != "relearn" else [])
+    unread = ["retain_split", "force_split_pair"] + (["forget_split"] if spec.name != "relearn"
+                                                     else [])
     for key in unread:  # the protocols name their splits in protocol.options
         if cfg["data"][key] != DEFAULTS["data"][key]:
             raise ValueError(f"data.{key} is not read by protocol {spec.name}; its splits are "

@@ -53,7 +53,8 @@ def build_defaults() -> dict[str, Any]:
             "dir": None,               # MLLMU-Bench layout directory; None = synthetic benchmark
             "tokenizer": None,         # tokenizer directory (default: the checkpoint's)
             "forget_split": "forget_10",
-            "retain_split": "retain_90",
+            "retain_split": None,      # None = the complement of forget_N, retain_(100-N)
+            "force_split_pair": False,  # accept a retain_split that is not that complement
             "synthetic": {"seed": 0, "n_profiles": 100, "n_celebrities": 30, "image_size": 32},
             "batch_size": 8,
             "max_length": 512,

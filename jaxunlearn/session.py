@@ -87,11 +87,35 @@ def pipeline_for(model, cfg: dict) -> PipelineConfig:
                           seed=cfg["train"]["seed"], blank_images=blank, **extra)
 
 
+def split_pair(cfg: dict) -> tuple[str, str]:
+    """(forget split, retain split) of `data:`: `retain_split: null` pairs `forget_N` with
+    `retain_(100-N)` as MLLMU-Bench does; an explicit other retain split of a `forget_N` is an
+    error unless `data.force_split_pair: true`."""
+    from jaxunlearn.data.mllmu import complement
+
+    data = cfg["data"]
+    forget, retain = data["forget_split"], data["retain_split"]
+    head, _, pct = str(forget).partition("_")
+    paired = complement(forget) if head == "forget" and pct.isdigit() else None
+    if retain is None:
+        if paired is None:
+            raise ValueError(f"data.retain_split is null but data.forget_split {forget!r} is not "
+                             "forget_N (null pairs forget_N with retain_(100-N)); set "
+                             "data.retain_split")
+        return forget, paired
+    if paired is not None and retain != paired and not data.get("force_split_pair"):
+        raise ValueError(f"data.retain_split {retain!r} does not pair with data.forget_split "
+                         f"{forget!r} (MLLMU-Bench pairs it with {paired!r}); set "
+                         f"data.retain_split: null (or {paired}), or data.force_split_pair: true "
+                         "to keep this pair")
+    return forget, retain
+
+
 def unlearn_data(bench: Benchmark, tok: Any, pipe: PipelineConfig, cfg: dict):
     from jaxunlearn.methods.base import UnlearnData
 
-    forget = bench.split(cfg["data"]["forget_split"])
-    retain = bench.split(cfg["data"]["retain_split"])
+    forget_split, retain_split = split_pair(cfg)
+    forget, retain = bench.split(forget_split), bench.split(retain_split)
     return UnlearnData(tokenizer=tok, pipeline=pipe, forget=forget, retain=retain,
                        others=list(bench.profiles) + list(bench.celebrities))
 

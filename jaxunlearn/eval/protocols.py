@@ -35,8 +35,10 @@ import numpy as np
 
 from jaxunlearn.data.schema import Benchmark, Profile
 from jaxunlearn.data.templates import PROMPTING_SYSTEM
+from jaxunlearn.eval import mllmu_eval as ME
 from jaxunlearn.eval import report as R
 from jaxunlearn.eval.evaluate import EvalSet, Evaluator, benchmark_sets, complement_split
+from jaxunlearn.eval.mllmu_eval import DEMO_IMAGES_ERROR
 from jaxunlearn.eval.records import MODALITIES, make_record, select
 from jaxunlearn.eval.report import step_table, write_protocol_report
 from jaxunlearn.eval.tasks import (
@@ -182,6 +184,20 @@ class MllmuOptions:
         "forget splits, each unlearned from the input model (retain = its complement)")
     tasks: tuple[str, ...] = field(("classification", "generation", "cloze"), TASKS_HELP)
     max_profiles: int | None = field(None, MAX_PROFILES_HELP)
+    unlearn: bool = field(True, "unlearn each forget split and evaluate before (step 0) and "
+                                "after (step 1); false = evaluate the input model only (step "
+                                "0), as eval.py does on a checkpoint")
+    seed: int = field(0, "seed of eval.py's random draws: the few-shot demonstration profiles "
+                         "and one test image per profile (eval.py never seeds them)")
+    max_new_tokens: int = field(50, "new tokens of every benchmark answer, greedy (eval.py: "
+                                    "50)")
+    few_shot_images: bool = field(False, "give image demonstrations their images, as eval.py "
+                                         "does for LLaVA; true is refused (the model port takes "
+                                         "one image per prompt); false = image demonstrations "
+                                         "as text-only ones")
+    project_metrics: bool = field(True, "also the project's own evaluation beside the "
+                                        "benchmark's: its prompts, option likelihood, "
+                                        "no_letter, degeneration, NLL (eval: settings)")
 
     def __post_init__(self) -> None:
         _check(bool(self.forget_splits), "forget_splits", "must name at least one split")
@@ -189,6 +205,9 @@ class MllmuOptions:
             complement_split(s)
         _check_tasks(self.tasks)
         _positive_or_none(self.max_profiles, "max_profiles")
+        _check(self.max_new_tokens >= 1, "max_new_tokens",
+               f"must be at least 1, got {self.max_new_tokens}")
+        _check(not self.few_shot_images, "few_shot_images", "true: " + DEMO_IMAGES_ERROR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -388,27 +407,54 @@ def _out(study: Study, name: str) -> Path | None:
 @register_protocol("mllmu", MllmuOptions)
 def mllmu_protocol(ev: Evaluator, study: Study, opts: MllmuOptions) -> ProtocolResult:
     """MLLMU-Bench: per forget split, unlearn it (retain = its complement) and evaluate the
-    input and unlearned models on Forget / Test / Retain / Celebrity x tasks x modality."""
+    input and unlearned models on Forget / Test / Retain / Celebrity x tasks x modality.
+
+    The headline is the benchmark's own evaluation (``eval.py``: its prompts, demonstrations,
+    extraction and scoring; :mod:`jaxunlearn.eval.mllmu_eval`), in records with metrics
+    ``bench_*`` and in ``<split>_<model>_final_evaluation_results.json`` with ``eval.py``'s keys
+    (percent); with ``project_metrics`` the project's evaluation is reported beside it.
+    """
     bench = study.benchmark
     records: Records = []
     md = []
+    extra_paths = {}
     for split in opts.forget_splits:
         proto = f"mllmu/{split}"
-        sets = benchmark_sets(bench, split, max_profiles=opts.max_profiles)
-        before = ev.records(sets, tasks=opts.tasks, method="vanilla", protocol=proto, step=0)
-        after_ev = _unlearn(ev, study, sets["forget"].profiles,
-                            bench.split(complement_split(split)))
-        after = after_ev.records(sets, tasks=opts.tasks, method=study.method, protocol=proto,
-                                 step=1)
-        records += before + after
-        md.append(f"## {split}\n\n" + R.markdown_table(R.strip_protocol(before + after)))
-    plots = [(f"tradeoff_{s}.png", R.main_view_plot(R.plot_tradeoff, f"mllmu/{s}"), {})
-             for s in opts.forget_splits]
-    plots += [(f"modality_{s}.png", R.main_view_plot(R.plot_modality_bars, f"mllmu/{s}"), {})
-              for s in opts.forget_splits]
+        models = [("vanilla", 0, ev)]
+        if opts.unlearn:
+            models.append((study.method, 1,
+                           _unlearn(ev, study, bench.split(split),
+                                    bench.split(complement_split(split)))))
+        tables, rows, project = {}, {}, []
+        for label, step, e in models:
+            result = ME.evaluate_benchmark(e, bench, split, tasks=opts.tasks, seed=opts.seed,
+                                           max_new_tokens=opts.max_new_tokens,
+                                           max_profiles=opts.max_profiles)
+            records += ME.bench_records(result, label, protocol=proto, step=step)
+            tables[label], rows[label] = result.table, result.rows
+            if study.out_dir is not None:
+                extra_paths.update(ME.write_results(study.out_dir, f"{split}_{label}", result))
+            if opts.project_metrics:
+                sets = benchmark_sets(bench, split, max_profiles=opts.max_profiles)
+                project += e.records(sets, tasks=opts.tasks, method=label, protocol=proto,
+                                     step=step)
+        records += project
+        block = (f"## {split}\n\n### MLLMU-Bench (eval.py)\n\n" + ME.markdown(tables, rows)
+                 + "\nAccuracy in %, ROUGE / BLEU means in [0, 1] (as eval.py writes them); "
+                 "n = scored questions (demonstration profiles excluded).\n")
+        if project:
+            block += ("\n### Project metrics (its own prompts)\n\n"
+                      + R.markdown_table(R.strip_protocol(project)))
+        md.append(block)
+    plots = []
+    if opts.project_metrics:
+        plots = [(f"tradeoff_{s}.png", R.main_view_plot(R.plot_tradeoff, f"mllmu/{s}"), {})
+                 for s in opts.forget_splits]
+        plots += [(f"modality_{s}.png", R.main_view_plot(R.plot_modality_bars, f"mllmu/{s}"),
+                   {}) for s in opts.forget_splits]
     paths = write_protocol_report(study.out_dir, "mllmu", _config(study, opts, ev), ev.model,
                                   records, "\n".join(md), plots)
-    return ProtocolResult(records, paths)
+    return ProtocolResult(records, {**extra_paths, **paths})
 
 
 # ------------------------------------------------------------------------ PULSE

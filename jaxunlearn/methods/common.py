@@ -127,9 +127,6 @@ def flagged(batch: dict, key: str, value: float) -> dict:
     return {**batch, key: np.full((rows,), value, np.float32)}
 
 
-LossFn = Callable[[dict, dict, dict], tuple[jax.Array, dict]]
-
-
 def fit_method(setup: Setup, tcfg: TrainConfig, losses: Mapping[str, LossFn],
           schedule: Callable[[int], Iterable[tuple[str, dict]]], steps_per_epoch: int, *,
           frozen_extra: Mapping[str, Any] | None = None, update_mask: dict | None = None,

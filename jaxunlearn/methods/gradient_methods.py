@@ -1,10 +1,10 @@
 """Gradient-based baselines: `ga`, `grad_diff`, `kl_min`, `ga_klr`, `npo` (METHODS.md).
 
-Each builds its loss(es) from `objectives.gradient` and trains through `common.fit_method` (`train.driver.fit`). Reference
-models (KL, NPO) are evaluated inside the jitted step from the frozen starting parameters
-(see `methods/common.py`). An optional `mask` restricts which entries move: through the
-update mask for full-parameter training, through gradient gating of the merged kernels
-under LoRA (`mask_lora: merged`).
+Each builds its loss(es) from `objectives.gradient` and trains through `common.fit_method`
+(`train.driver.fit`). Reference models (KL, NPO) are evaluated inside the jitted step from
+the frozen starting parameters (see `methods/common.py`). An optional `mask` restricts which
+entries move: through the update mask for full-parameter training, through gradient gating
+of the merged kernels under LoRA (`mask_lora: merged`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ of the hidden state instead of neuron n's row (see `transforms.prune_neurons(qui
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 

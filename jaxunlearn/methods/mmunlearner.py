@@ -15,7 +15,6 @@ LoRA needs `mask_lora: merged` (the gate then acts on the merged kernels).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
 
 import jax.numpy as jnp
 import numpy as np
