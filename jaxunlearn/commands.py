@@ -211,8 +211,16 @@ def protocol_command(name: str, cfg: dict, model_dir: str | None = None) -> Path
                              f"uses {instead}); remove it")
     unread = ["retain_split", "force_split_pair"] + (["forget_split"] if spec.name != "relearn"
                                                      else [])
+    data = dict(cfg["data"])
+    if data["retain_split"] is not None and not data["force_split_pair"]:
+        try:  # configs may write out the pair that null stands for: not a setting
+            if session.split_pair({"data": {**data, "retain_split": None}})[1] \
+                    == data["retain_split"]:
+                data["retain_split"] = None
+        except ValueError:  # forget_split has no pair: retain_split is a setting
+            pass
     for key in unread:  # the protocols name their splits in protocol.options
-        if cfg["data"][key] != DEFAULTS["data"][key]:
+        if data[key] != DEFAULTS["data"][key]:
             raise ValueError(f"data.{key} is not read by protocol {spec.name}; its splits are "
                              f"protocol.options (see configs/README.md); remove it")
     train = session.train_config(cfg)  # the method's training; relearn: the attacker's

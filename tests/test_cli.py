@@ -112,3 +112,17 @@ def test_host_memory_setting(monkeypatch, capsys, tmp_path):
     _one_error_line(capsys, ["data", "synth", "--out", str(tmp_path / "d")],
                     "JAXUNLEARN_HOST_MALLOC='often' is not one of reuse, default, auto")
     assert not (tmp_path / "d").exists()
+
+
+def test_overrides_in_any_order_after_the_subcommand():
+    """`key=value` overrides may follow options (argparse alone would refuse them)."""
+    from jaxunlearn.cli import parse_args
+
+    a = parse_args(["protocol", "mllmu", "--model", "M", "a.b=1", "--config", "c.yaml", "c.d=2"])
+    assert (a.protocol, a.model, a.config, a.overrides) == ("mllmu", "M", "c.yaml",
+                                                            ["a.b=1", "c.d=2"])
+    a = parse_args(["unlearn", "x.y=3", "--method", "ga", "z=1"])
+    assert (a.method, a.overrides) == ("ga", ["x.y=3", "z=1"])
+    with pytest.raises(SystemExit) as e:
+        parse_args(["unlearn", "--bogus"])
+    assert e.value.code == 2

@@ -28,7 +28,10 @@ TRAIN = ["train.batch_size=4", "train.progress=false"]
 EVAL = ["eval.sets=[forget,retain]", "eval.max_questions=2", "eval.batch_size=4",
         "eval.classification_tokens=2", "eval.generation_tokens=4", "eval.cloze_tokens=4",
         "eval.bucket_size=256", "eval.progress=false"]
-METHODS = {"ga": [], "npo": [], "manu": [], "vkd": []}
+TRAINING = ["train.batch_size=4", "train.progress=false", "train.max_steps=1", "train.lr=1e-3"]
+# method -> its command-line settings (manu does not train: a train key would be refused)
+METHODS = {"ga": TRAINING, "npo": TRAINING, "manu": [],
+           "vkd": [*TRAINING, "train.subset=projector+vision_mlp", "train.deeper_half=true"]}
 
 
 def _hf_inputs(family: str, model, tok, image):
@@ -56,16 +59,21 @@ def _check_export(family: str, path, tok, image) -> None:
     from transformers import AutoModelForImageTextToText
 
     hf_model, info = AutoModelForImageTextToText.from_pretrained(
-        path, output_loading_info=True, torch_dtype=torch.float32)
+        path, output_loading_info=True, dtype=torch.float32)
     assert not info["missing_keys"] and not info["unexpected_keys"], (path, info)
     flax = ju.load_pretrained(path)
     ids, mask, extra = _hf_inputs(family, flax, tok, image)
     pix = extra.pop("pixel_values")
     want = np.asarray(flax.logits(ids, mask, pix, **extra))
+    kw = {k: torch.as_tensor(v) for k, v in extra.items()}
+    if family.startswith("qwen"):  # M-RoPE reads which tokens are image tokens
+        image_id = T.image_token_id(tok, family)
+        kw["mm_token_type_ids"] = torch.as_tensor((ids == image_id).astype(np.int64))
     with torch.no_grad():
-        got = hf_model.eval()(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
+        got = hf_model.eval()(input_ids=torch.as_tensor(ids, dtype=torch.long),
+                              attention_mask=torch.as_tensor(mask, dtype=torch.long),
                               pixel_values=torch.as_tensor(pix),
-                              **{k: torch.as_tensor(v) for k, v in extra.items()}).logits.numpy()
+                              **kw).logits.numpy()
     assert np.isfinite(want).all()
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
@@ -86,8 +94,7 @@ def test_cli_finetune_unlearn_evaluate_export(family, tmp_path, capsys):
 
     for method, options in METHODS.items():
         out = tmp_path / method
-        assert main(["unlearn", "--method", method, "--model", str(ft / "model"), *DATA, *TRAIN,
-                     "train.max_steps=1", "train.lr=1e-3", *options,
+        assert main(["unlearn", "--method", method, "--model", str(ft / "model"), *DATA, *options,
                      f"output.dir={out}"]) == 0, method
         _check_export(family, out / "model", tok, image)
 

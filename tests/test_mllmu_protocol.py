@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,7 +25,6 @@ from PIL import Image
 from jaxunlearn.data.pipeline import PipelineConfig
 from jaxunlearn.data.schema import Benchmark, Profile, Question
 from jaxunlearn.eval import mllmu_eval as ME
-from jaxunlearn.eval import mllmu_rules as R
 from jaxunlearn.eval import protocols as P
 from jaxunlearn.eval.evaluate import Evaluator
 from jaxunlearn.eval.tasks import EvalConfig
@@ -261,7 +261,8 @@ def test_prompts_are_eval_py_and_family_templates():
 # ----------------------------------------------------------------------------- CLI
 
 COMMON = ["eval.batch_size=4", "eval.bucket_size=1024", "eval.max_questions=1",
-          "eval.progress=false", "data.max_length=1024", "data.batch_size=4"]
+          "eval.progress=false", "data.max_length=1024", "data.batch_size=4",
+          "eval.classification_tokens=2", "eval.generation_tokens=4", "eval.cloze_tokens=4"]
 
 
 @pytest.fixture(scope="module")
@@ -342,3 +343,13 @@ def test_split_pairing_default_and_mismatch(capsys):
     rc = main(["evaluate", "data.forget_split=pulse_ft_forget", "model.checkpoint=/nonexistent"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "set data.retain_split" in err[0], err
+    # a config that writes out the matching pair runs the protocol (fails later, at the model);
+    # any other retain_split is refused by it (its splits are protocol.options)
+    yaml = "configs/npo-mllmu-llava-1.5-7b.yaml"
+    root = Path(__file__).resolve().parents[1]
+    for extra, msg in (([], "/nonexistent"), (["data.retain_split=retain_85"],
+                                              "data.retain_split is not read by protocol")):
+        rc = main(["protocol", "mllmu", *extra, "model.checkpoint=/nonexistent",
+                   "--config", str(root / yaml)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and msg in err[0], err

@@ -11,7 +11,8 @@
    and one test image per ``Test_Set`` row.
 3. Prompts: LLaVA gets ``eval.py``'s prompt string verbatim; the chat families (Qwen2-VL,
    Qwen2.5-VL, OneVision) get the same user text (demonstration blocks without their ``USER:``
-   tag, then the query) inside their own chat template (:func:`bench_prompt`).
+   tag, the image block of an image query, then the query) as the user turn of their own chat
+   template (:func:`bench_prompt`).
 4. Greedy generation, ``max_new_tokens`` (``eval.py``: 50) for every task, batched by the
    evaluator's generate function in length buckets (static shapes).
 5. Extraction and scoring: :func:`mllmu_rules.extract_letter` / ``cloze_correct`` /

@@ -414,6 +414,10 @@ def mllmu_protocol(ev: Evaluator, study: Study, opts: MllmuOptions) -> ProtocolR
     ``bench_*`` and in ``<split>_<model>_final_evaluation_results.json`` with ``eval.py``'s keys
     (percent); with ``project_metrics`` the project's evaluation is reported beside it.
     """
+    if ev.settings.few_shot and not opts.project_metrics:
+        raise ValueError("eval.few_shot is read only by the project's metrics; the benchmark's "
+                         "evaluation uses eval.py's own demonstrations: remove eval.few_shot "
+                         "or set protocol.options.project_metrics: true")
     bench = study.benchmark
     records: Records = []
     md = []

@@ -30,8 +30,9 @@ from jaxunlearn.methods.base import MethodResult, TrainingOptions, UnlearnData, 
 from jaxunlearn.modeling.model import forward_logits, model_inputs
 from jaxunlearn.train.driver import LossFn, Setup, TrainConfig, fit, make_setup
 
-__all__ = ["LossFn", "Setup", "check_mask", "flagged", "gate", "load_mask", "logits_of",
-           "fit_method", "make_setup", "paired", "records", "run_sequential", "stream"]
+__all__ = ["GradientRun", "LossFn", "Setup", "check_mask", "flagged", "forget_only", "gate",
+           "load_mask", "logits_of", "fit_method", "make_setup", "no_retain", "paired",
+           "paired_run", "records", "run_sequential", "stream"]
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -138,6 +139,94 @@ def fit_method(setup: Setup, tcfg: TrainConfig, losses: Mapping[str, LossFn],
     report = {**res.report, "history": res.history}
     return MethodResult(res.params, report, lora=res.lora,
                         lora_config=setup.lora_cfg if res.lora is not None else None)
+
+
+# ----------------------------------------------------------------------------- gradient runs
+
+class GradientRun:
+    """One gradient method's run: the trainable split, the optional `mask`, and the forward
+    passes of the policy and the reference inside the jitted step (`ga`, `grad_diff`,
+    `kl_min`, `ga_klr`, `npo`, `idk`)."""
+
+    def __init__(self, model, opts: TrainingOptions, tcfg: TrainConfig):
+        self.setup = make_setup(model, tcfg)
+        self.opts, self.tcfg = opts, tcfg
+        self.mask = load_mask(opts.mask)
+        check_mask_lora(opts, self.setup, self.mask is not None)
+        check_mask(self.mask, self.setup, opts)
+        self.gate_all = self.mask is not None and self.setup.lora_cfg is not None
+
+    def policy_logits(self, params: dict, frozen: dict, batch: dict) -> jax.Array:
+        """Logits of the parameters being trained (gated by the mask under LoRA)."""
+        full = self.setup.policy(params, frozen["base"])
+        if self.gate_all:
+            full = gate(full, frozen["mask"])
+        return self._logits(full, batch)
+
+    def ref_logits(self, frozen: dict, batch: dict) -> jax.Array:
+        """Logits of the reference (the starting model, or `frozen["ref_full"]`), no gradient."""
+        if "ref_full" in frozen:
+            full = frozen["ref_full"]
+        else:
+            full = self.setup.reference(frozen["base"], frozen["ref"])
+        return jax.lax.stop_gradient(self._logits(full, batch))
+
+    def _logits(self, full: dict, batch: dict) -> jax.Array:
+        m = self.setup.model
+        return logits_of(m.graphdef, full, batch, dtype=m.compute_dtype, remat=self.tcfg.remat)
+
+    def records(self, data: UnlearnData, which: str) -> list[dict]:
+        return records(data, which, self.opts, self.tcfg)
+
+    def frozen_extra(self, with_ref: bool = False) -> dict:
+        extra: dict[str, Any] = {}
+        if with_ref:
+            extra["ref"] = self.setup.reference_part()
+        if self.gate_all:
+            extra["mask"] = self.mask
+        return extra
+
+    def update_mask(self) -> dict | None:
+        return None if self.gate_all else self.mask
+
+    def run(self, losses: Mapping[str, LossFn],
+            schedule: Callable[[int], Iterable[tuple[str, dict]]], steps_per_epoch: int, *,
+            with_ref: bool = False, frozen_extra: dict | None = None,
+            desc: str = "unlearn") -> MethodResult:
+        """`fit_method` with the reference / mask inputs; the mask joins the result."""
+        extra = {**self.frozen_extra(with_ref), **(frozen_extra or {})}
+        result = fit_method(self.setup, self.tcfg, losses, schedule, steps_per_epoch,
+                            frozen_extra=extra, update_mask=self.update_mask(), desc=desc)
+        if self.mask is not None:
+            result.param_masks["mask"] = self.mask
+        return result
+
+
+def no_retain(opts: TrainingOptions, name: str) -> None:
+    """A method that reads no retain data refuses `retain_size`."""
+    if opts.retain_size != "all":
+        raise ValueError(f"{name} reads no retain data, so method.options.retain_size has no "
+                         "effect; leave it at all")
+
+
+def forget_only(run: GradientRun, data: UnlearnData, loss: LossFn, desc: str,
+                **run_kw) -> MethodResult:
+    """Train `loss` on forget batches (phase `forget`)."""
+    forget = run.records(data, "forget")
+    n = len(stream(data, forget, run.tcfg, 0))
+    schedule = lambda e: (("forget", b) for b in stream(data, forget, run.tcfg, e))
+    return run.run({"forget": loss}, schedule, n, desc=desc, **run_kw)
+
+
+def paired_run(run: GradientRun, data: UnlearnData, loss: LossFn, desc: str, *,
+               forget: list[dict] | None = None, **run_kw) -> MethodResult:
+    """Train `loss` on `{"forget", "retain"}` batch pairs (phase `pair`); `forget` replaces
+    the forget records (IDK's refusals)."""
+    forget = run.records(data, "forget") if forget is None else forget
+    retain = run.records(data, "retain")
+    n = len(paired(data, forget, retain, run.tcfg, 0))
+    schedule = lambda e: (("pair", b) for b in paired(data, forget, retain, run.tcfg, e))
+    return run.run({"pair": loss}, schedule, n, desc=desc, **run_kw)
 
 
 # ----------------------------------------------------------------------------- sequences

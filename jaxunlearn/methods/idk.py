@@ -1,12 +1,12 @@
-"""IDK: teach refusals on the forget prompts while keeping the (few-shot) retain set."""
+"""`idk`: teach refusals on the forget prompts while keeping the (few-shot) retain set
+(METHODS.md), loss `objectives.gradient.idk`."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from jaxunlearn.methods import common
 from jaxunlearn.methods.base import MethodResult, TrainingOptions, UnlearnData, register
-from jaxunlearn.methods.gradient_methods import GradientRun
+from jaxunlearn.methods.common import GradientRun, paired_run
 from jaxunlearn.objectives import gradient as G
 from jaxunlearn.objectives.refusals import with_refusals
 from jaxunlearn.train.driver import TrainConfig
@@ -26,17 +26,14 @@ def idk(model, data: UnlearnData, opts: IDKOptions, tcfg: TrainConfig) -> Method
     """NLL(D_f^idk) + NLL(D_r^few): forget answers replaced by sampled refusals."""
     run = GradientRun(model, opts, tcfg)
     forget = with_refusals(run.records(data, "forget"), opts.refusal_seed)
-    retain = run.records(data, "retain")
     alpha = opts.retain_weight
 
     def loss(params, frozen, batch):
         f, r = batch["forget"], batch["retain"]
-        lf = G.nll(run.policy_logits(params, frozen, f), f)
-        lr = G.nll(run.policy_logits(params, frozen, r), r)
-        return lf + alpha * lr, {"idk_nll": lf, "retain_nll": lr}
+        xf, xr = run.policy_logits(params, frozen, f), run.policy_logits(params, frozen, r)
+        value = G.idk(xf, f, xr, r, alpha)
+        return value, {"idk_nll": G.nll(xf, f), "retain_nll": G.nll(xr, r)}
 
-    n = len(common.paired(data, forget, retain, tcfg, 0))
-    schedule = lambda e: (("pair", b) for b in common.paired(data, forget, retain, tcfg, e))  # noqa: E731
-    result = run.run({"pair": loss}, schedule, n, desc="idk")
+    result = paired_run(run, data, loss, "idk", forget=forget)
     result.report["refusals"] = sorted({r["answer"] for r in forget})
     return result

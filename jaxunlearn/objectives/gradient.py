@@ -37,14 +37,6 @@ def ga(logits: jax.Array, batch: dict) -> jax.Array:
     return -nll(logits, batch)
 
 
-def ga_sequence(logits: jax.Array, batch: dict) -> jax.Array:
-    """GA in sequence form: mean over real rows of `logp(y|x)` (= -mean sequence NLL).
-
-    This is the beta -> 0 limit of NPO (whose gradient tends to this one's)."""
-    w = _rows(batch)
-    return jnp.sum(sequence_logprob(logits, batch) * w) / jnp.maximum(jnp.sum(w), 1.0)
-
-
 def grad_diff(forget_logits: jax.Array, forget_batch: dict, retain_logits: jax.Array,
               retain_batch: dict, gamma: float = 1.0, alpha: float = 1.0) -> jax.Array:
     """Gradient difference: `-gamma * NLL(D_f) + alpha * NLL(D_r)`."""
@@ -96,7 +88,16 @@ def npo_from_logits(logits: jax.Array, ref_logits: jax.Array, batch: dict,
     return npo(sequence_logprob(logits, batch), sequence_logprob(ref_logits, batch), batch, beta)
 
 
+def npo_retain(forget_logits: jax.Array, ref_forget_logits: jax.Array, forget_batch: dict,
+               retain_logits: jax.Array, retain_batch: dict, beta: float = 0.1,
+               alpha: float = 1.0) -> jax.Array:
+    """NPO on D_f plus `alpha * NLL(D_r)` (`npo` with `retain_weight` > 0)."""
+    return (npo_from_logits(forget_logits, ref_forget_logits, forget_batch, beta)
+            + alpha * nll(retain_logits, retain_batch))
+
+
 def idk(forget_idk_logits: jax.Array, forget_idk_batch: dict, retain_logits: jax.Array,
-        retain_batch: dict) -> jax.Array:
-    """`NLL(D_f^idk) + NLL(D_r)`: learn refusals on forget prompts, keep the retain set."""
-    return nll(forget_idk_logits, forget_idk_batch) + nll(retain_logits, retain_batch)
+        retain_batch: dict, alpha: float = 1.0) -> jax.Array:
+    """`NLL(D_f^idk) + alpha * NLL(D_r)`: learn refusals on forget prompts, keep the retain
+    set."""
+    return nll(forget_idk_logits, forget_idk_batch) + alpha * nll(retain_logits, retain_batch)
