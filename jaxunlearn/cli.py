@@ -111,7 +111,7 @@ def cmd_bench(a) -> int:
 # ----------------------------------------------------------------------------- parser
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="experiment YAML (see configs/README.md)")
+    p.add_argument("--config", help="experiment YAML (keys: docs/configuration.md)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-5")
 
 
@@ -121,7 +121,7 @@ def _train_epilog() -> str:
     from jaxunlearn.train.driver import TrainConfig
 
     keys = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
-    return f"train: keys (train.KEY=VALUE; configs/README.md): {keys}"
+    return f"train: keys (train.KEY=VALUE; docs/configuration.md): {keys}"
 
 
 def _methods_epilog() -> str:
@@ -129,11 +129,34 @@ def _methods_epilog() -> str:
 
     from jaxunlearn.methods.base import available, get_method
 
-    lines = ["methods and their method.options keys (configs/README.md):"]
+    lines = ["methods and their method.options keys (docs/methods.md, docs/configuration.md):"]
     for name in available():
         spec = get_method(name)
         keys = ", ".join(f.name for f in dataclasses.fields(spec.options)) or "(none)"
         lines.append(f"  {name}{'' if spec.trains else ' (does not train)'}: {keys}")
+    return "\n".join(lines)
+
+
+def _eval_epilog() -> str:
+    import dataclasses
+
+    from jaxunlearn.config import EVAL_EXTRA
+    from jaxunlearn.eval.tasks import EvalConfig
+
+    keys = ", ".join([*EVAL_EXTRA, *(f.name for f in dataclasses.fields(EvalConfig))])
+    return f"eval: keys (eval.KEY=VALUE; docs/configuration.md): {keys}"
+
+
+def _protocols_epilog() -> str:
+    import dataclasses
+
+    from jaxunlearn.eval.protocols import PROTOCOLS
+
+    lines = ["protocols and their protocol.options keys (docs/configuration.md):"]
+    for name, spec in PROTOCOLS.items():
+        keys = ", ".join(f.name for f in dataclasses.fields(spec.options)) or "(none)"
+        shown = f"pulse (scenario: {name.split('/', 1)[1]})" if name.startswith("pulse/") else name
+        lines.append(f"  {shown}: {keys}")
     return "\n".join(lines)
 
 
@@ -176,13 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_args(p)
     p.set_defaults(fn=cmd_unlearn)
 
-    p = sub.add_parser("evaluate", help="evaluate a model on forget / test / retain / celebrity")
+    p = sub.add_parser("evaluate", help="evaluate a model on forget / test / retain / celebrity",
+                       epilog=_eval_epilog())
     p.add_argument("--model", help="HF model directory (overrides model.checkpoint)")
     p.add_argument("--name", default="model", help="row name in the report")
     _experiment_args(p)
     p.set_defaults(fn=cmd_evaluate)
 
-    p = sub.add_parser("protocol", help="evaluation protocols")
+    p = sub.add_parser("protocol", help="evaluation protocols",
+                       epilog=_eval_epilog() + "\n" + _protocols_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("protocol", choices=["mllmu", "pulse", "smllmun", "relearn"])
     p.add_argument("--model", help="HF model directory (overrides model.checkpoint)")
     _experiment_args(p)

@@ -59,7 +59,7 @@ class EvalConfig:
     max_questions: int | None = field(None, "questions per (set, task, modality); null = all")
     judge_metrics: tuple[str, ...] = field(("factuality",), "judge scores of free answers")
     bucket_size: int | None = field(None, "prompt length buckets; null = the pipeline's")
-    progress: bool = field(False, "progress bars")
+    progress: bool = field(True, "progress bars on stderr")
 
     def pipeline(self, pipe: PipelineConfig) -> PipelineConfig:
         """``pipe`` with this config's length buckets (fewer buckets, fewer compilations)."""
