@@ -10,6 +10,7 @@ import pytest
 from jaxunlearn.methods.common import gate
 from jaxunlearn.objectives import gradient as G
 from jaxunlearn.objectives.distill import feature_mse
+from jaxunlearn.objectives.nll import sequence_logprob
 from jaxunlearn.objectives.refusals import REFUSALS, sample_refusals, with_refusals
 from jaxunlearn.stats.fisher import Fisher, mask_fraction, saliency_mask
 
@@ -79,12 +80,18 @@ def np_npo(lp, ref_lp, b, beta):
 
 # ----------------------------------------------------------------------------- tests
 
+def ga_sequence(logits, batch):
+    """GA in sequence form: mean over real rows of `logp(y|x)`, the beta -> 0 limit of NPO."""
+    w = batch["example_mask"].astype(jnp.float32)
+    return jnp.sum(sequence_logprob(logits, batch) * w) / jnp.sum(w)
+
+
 def test_nll_and_ga_match_numpy():
     b, x = _batch(0), _logits(1)
     np.testing.assert_allclose(G.nll(x, b), np_nll(x, b), rtol=RTOL)
     np.testing.assert_allclose(G.ga(x, b), -np_nll(x, b), rtol=RTOL)
     rows = b["example_mask"].astype(np.float64)
-    np.testing.assert_allclose(G.ga_sequence(x, b),
+    np.testing.assert_allclose(ga_sequence(x, b),
                                (np_seq_logp(x, b) * rows).sum() / rows.sum(), rtol=RTOL)
 
 
@@ -94,6 +101,8 @@ def test_grad_diff_and_idk_match_numpy():
     np.testing.assert_allclose(G.grad_diff(xf, bf, xr, br, gamma=0.7, alpha=1.3), want,
                                rtol=RTOL)
     np.testing.assert_allclose(G.idk(xf, bf, xr, br), np_nll(xf, bf) + np_nll(xr, br),
+                               rtol=RTOL)
+    np.testing.assert_allclose(G.idk(xf, bf, xr, br, 0.4), np_nll(xf, bf) + 0.4 * np_nll(xr, br),
                                rtol=RTOL)
 
 
@@ -120,12 +129,15 @@ def test_npo_matches_numpy(beta):
     b, x, ref = _batch(0), _logits(9), _logits(10)
     want = np_npo(np_seq_logp(x, b), np_seq_logp(ref, b), b, beta)
     np.testing.assert_allclose(G.npo_from_logits(x, ref, b, beta), want, rtol=RTOL)
+    br, xr = _batch(1), _logits(15)
+    np.testing.assert_allclose(G.npo_retain(x, ref, b, xr, br, beta, 0.6),
+                               want + 0.6 * np_nll(xr, br), rtol=RTOL)
 
 
 def test_npo_gradient_approaches_ga_as_beta_vanishes():
     b, ref = _batch(0), jnp.asarray(_logits(11))
     x = jnp.asarray(_logits(12))
-    g_ga = jax.grad(lambda z: G.ga_sequence(z, b))(x)
+    g_ga = jax.grad(lambda z: ga_sequence(z, b))(x)
     errs = []
     for beta in (1.0, 1e-2, 1e-4):
         g = jax.grad(lambda z, beta=beta: G.npo_from_logits(z, ref, b, beta))(x)

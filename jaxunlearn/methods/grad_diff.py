@@ -44,7 +44,7 @@ def grad_diff(model, data: UnlearnData, opts: GradDiffOptions,
         """gamma * GA on rows flagged `ascent` = 1, alpha * NLL otherwise (one compile)."""
         x = run.policy_logits(params, frozen, batch)
         nll = G.nll(x, batch)
-        value = jnp.where(batch["ascent"][0] > 0.5, gamma * G.ga(x, batch), nll)
+        value = jnp.where(batch["ascent"][0] > 0.5, gamma * G.ga(x, batch), alpha * nll)
         return value, {"nll": nll}
 
     forget = run.records(data, "forget")

@@ -31,7 +31,7 @@ def idk(model, data: UnlearnData, opts: IDKOptions, tcfg: TrainConfig) -> Method
     def loss(params, frozen, batch):
         f, r = batch["forget"], batch["retain"]
         xf, xr = run.policy_logits(params, frozen, f), run.policy_logits(params, frozen, r)
-        value = G.idk(xf, f, xr, r, 1.0)
+        value = G.idk(xf, f, xr, r, alpha)
         return value, {"idk_nll": G.nll(xf, f), "retain_nll": G.nll(xr, r)}
 
     result = paired_run(run, data, loss, "idk", forget=forget)

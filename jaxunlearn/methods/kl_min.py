@@ -30,7 +30,7 @@ def ga_kl_run(model, data: UnlearnData, opts: KLMinOptions, tcfg: TrainConfig, l
         f, r = batch["forget"], batch["retain"]
         xf, xr = run.policy_logits(params, frozen, f), run.policy_logits(params, frozen, r)
         ref = run.ref_logits(frozen, r)
-        value = G.ga_kl(xf, f, xr, ref, r, 1.0, reduction)
+        value = G.ga_kl(xf, f, xr, ref, r, lam, reduction)
         return value, {"forget_nll": G.nll(xf, f),
                        "kl": G.kl_ref_theta(xr, ref, r, reduction)}
 

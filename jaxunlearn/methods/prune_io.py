@@ -75,11 +75,14 @@ def load_masks(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str
 
 
 def apply_masks_to_checkpoint(masks_path: str | os.PathLike, model_dir: str | os.PathLike,
-                              out_dir: str | os.PathLike) -> Path:
+                              out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Load the HF checkpoint `model_dir`, prune the masked neurons, write `out_dir` (same
-    format and dtype; tokenizer / processor files copied). Shapes are checked first."""
+    format and dtype; tokenizer / processor files copied). Shapes are checked first. An
+    existing non-empty `out_dir` is refused unless `overwrite` (then replaced whole)."""
+    from jaxunlearn.checkpoint.atomic import refuse_existing
     from jaxunlearn.checkpoint.hf import load_pretrained, read_config, save_pretrained
 
+    refuse_existing(out_dir, overwrite, "--out")
     masks, meta = load_masks(masks_path)
     cfg = read_config(model_dir)
     if meta.get("model_type") and meta["model_type"] != cfg.get("model_type"):
