@@ -28,6 +28,10 @@ def cmd_data(a) -> int:
     from jaxunlearn.data.cli_data import show_main, synth_main
 
     if a.data_cmd == "synth":
+        for flag, value, least in (("--profiles", a.profiles, 1), ("--celebrities", a.celebrities, 0),
+                                   ("--image-size", a.image_size, 8)):
+            if value < least:
+                raise ValueError(f"data synth {flag} {value}: must be at least {least}")
         synth_main(a.out, seed=a.seed, n_profiles=a.profiles, n_celebrities=a.celebrities,
                    image_size=a.image_size)
     else:
@@ -38,7 +42,13 @@ def cmd_data(a) -> int:
 def _cfg(a):
     from jaxunlearn.config import load_config
 
-    return load_config(a.config, a.overrides)
+    cfg = load_config(a.config, a.overrides)
+    if getattr(a, "overwrite", False):
+        cfg["output"]["overwrite"] = True
+    if not isinstance(cfg["output"]["overwrite"], bool):
+        raise ValueError(f"output.overwrite: expected a bool (true / false), got "
+                         f"{cfg['output']['overwrite']!r}")
+    return cfg
 
 
 def cmd_finetune(a) -> int:
@@ -75,7 +85,7 @@ def cmd_protocol(a) -> int:
 def cmd_prune(a) -> int:
     from jaxunlearn.methods.prune_io import apply_masks_to_checkpoint
 
-    out = apply_masks_to_checkpoint(a.masks, a.model, a.out)
+    out = apply_masks_to_checkpoint(a.masks, a.model, a.out, overwrite=a.overwrite)
     print(f"wrote pruned checkpoint to {out}")
     return 0
 
@@ -83,7 +93,7 @@ def cmd_prune(a) -> int:
 def cmd_convert(a) -> int:
     from jaxunlearn.commands import convert_command
 
-    convert_command(a.direction, a.src, a.out, base=a.base)
+    convert_command(a.direction, a.src, a.out, base=a.base, overwrite=a.overwrite)
     return 0
 
 
@@ -110,8 +120,12 @@ def cmd_bench(a) -> int:
 
 # ----------------------------------------------------------------------------- parser
 
+_OVERWRITE = "replace an existing non-empty output directory (whole, once the new one is complete)"
+
+
 def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="experiment YAML (keys: docs/configuration.md)")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE + "; = output.overwrite=true")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-5")
 
 
@@ -162,6 +176,8 @@ def _protocols_epilog() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="jaxunlearn", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--debug", action="store_true",
+                    help="show the traceback of user errors too (any position)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="offline end-to-end demo on a tiny LLaVA")
@@ -209,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("protocol", help="evaluation protocols",
                        epilog=_eval_epilog() + "\n" + _protocols_epilog(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("protocol", choices=["mllmu", "pulse", "smllmun", "relearn"])
+    from jaxunlearn.eval.protocols import protocol_names
+
+    p.add_argument("protocol", choices=protocol_names())
     p.add_argument("--model", help="HF model directory (overrides model.checkpoint)")
     _experiment_args(p)
     p.set_defaults(fn=cmd_protocol)
@@ -221,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "pruning method (manu, selective_pruning) or its neuron_masks.npz")
     q.add_argument("--model", required=True, help="HF model directory")
     q.add_argument("--out", required=True, help="output HF directory")
+    q.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     p.set_defaults(fn=cmd_prune)
 
     p = sub.add_parser("convert", help="convert between HF, Flax (orbax) and PEFT")
@@ -229,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "directory of a LoRA run, or its lora/ folder)")
     p.add_argument("out", help="output directory")
     p.add_argument("--base", help="base HF model (peft: the model the adapter belongs to)")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     p.set_defaults(fn=cmd_convert)
 
     p = sub.add_parser("report", help="merge run reports into one comparison table")
@@ -250,7 +270,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; `key=value` overrides may come before or after options
     (argparse alone stops collecting positionals at the first option after them)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [x for x in argv if x != "--debug"]
     args, extra = parser.parse_known_args(argv)
+    args.debug = debug
     if extra:
         stray = [x for x in extra if x.startswith("-") or "=" not in x]
         if stray or not hasattr(args, "overrides"):
@@ -267,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         reuse_freed_host_memory()  # CPU runs reuse freed host memory (see host_memory.py)
         return int(args.fn(args) or 0)
     except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
+        if args.debug:
+            raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
+        line = " ".join(str(msg).split())  # one line, whatever the message holds
+        print(f"error: {line}", file=sys.stderr)
         return 2
 
 

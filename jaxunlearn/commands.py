@@ -3,20 +3,136 @@ convert). Each writes into `output.dir` and prints where."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 from jaxunlearn import session
+from jaxunlearn.checkpoint.atomic import (apply_umask, is_empty_dir, refuse_existing,
+                                          replace_directory)
 
 
-def _out(cfg: dict) -> Path:
-    out = Path(cfg["output"]["dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
+# keys that do not change a run's results: a resume may differ in them
+_VOLATILE = {"output.overwrite", "train.progress", "eval.progress"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and not (prefix + k).endswith(("options", "judge")):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
     return out
+
+
+def _record(cfg: dict) -> dict:
+    """The config as stored in `config.json` (JSON types)."""
+    return json.loads(json.dumps(cfg, default=str))
+
+
+def config_diff(stored: dict, new: dict) -> list[str]:
+    """Dotted keys whose values differ between two configs (volatile keys ignored)."""
+    a, b = _flat(stored), _flat(new)
+    return sorted(k for k in set(a) | set(b) if k not in _VOLATILE and a.get(k) != b.get(k))
+
+
+def _stored_config(d: Path) -> dict | None:
+    try:
+        doc = json.loads((d / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _differ(keys: list[str], stored: dict, new: dict) -> str:
+    a, b = _flat(stored), _flat(new)
+    shown = [f"{k} ({a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r})" for k in keys[:6]]
+    return ", ".join(shown) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+
+
+def _refuse_inputs_inside(out: Path, cfg: dict) -> None:
+    """`output.dir` must not be the working directory (or above it), nor hold an input."""
+    target = out.resolve()
+    cwd = Path.cwd().resolve()
+    if not out.name or target == cwd or target in cwd.parents:
+        raise ValueError(f"output.dir {out} is the working directory or above it; name a "
+                         "directory of its own (e.g. runs/NAME)")
+    inputs = {"model.checkpoint": cfg["model"].get("checkpoint"),
+              "data.dir": cfg["data"].get("dir"), "data.tokenizer": cfg["data"].get("tokenizer")}
+    for key, value in inputs.items():
+        if value and (Path(value).resolve() == target or target in Path(value).resolve().parents):
+            raise ValueError(f"output.dir {out} holds {key} {value}, which the run reads; "
+                             "choose another output.dir")
+
+
+def _resumable(work: Path) -> bool:
+    return (_stored_config(work) is not None and (work / "checkpoints").is_dir()
+            and any((work / "checkpoints").iterdir()))
+
+
+def check_output(cfg: dict, command: str) -> Path:
+    """Refuse what `run_directory` would refuse, before anything is loaded; returns the
+    working directory `.<name>.partial`."""
+    out = Path(cfg["output"]["dir"])
+    record = {**_record(cfg), "command": command}
+    overwrite = bool(cfg["output"].get("overwrite"))
+    _refuse_inputs_inside(out, cfg)
+    work = out.with_name(f".{out.name}.partial")
+    if out.exists() and not overwrite and not is_empty_dir(out):
+        stored = _stored_config(out)
+        if stored is None:
+            raise ValueError(f"output.dir {out} is not empty and holds no jaxunlearn run "
+                             "(no config.json); choose another output.dir or pass "
+                             "--overwrite to replace it")
+        diff = config_diff(stored, record)
+        if not diff:
+            raise ValueError(f"output.dir {out} already holds this finished run (same "
+                             "config); pass --overwrite to redo it or choose another "
+                             "output.dir")
+        raise ValueError(f"output.dir {out} holds another run (keys that differ: "
+                         f"{_differ(diff, stored, record)}); choose another output.dir or "
+                         "pass --overwrite to replace it")
+    if work.exists() and not overwrite and _resumable(work):
+        stored = _stored_config(work)
+        diff = config_diff(stored, record)
+        if diff:
+            raise ValueError(f"{work} holds an interrupted run of another config (keys "
+                             f"that differ: {_differ(diff, stored, record)}); restore "
+                             "those values to resume it, or pass --overwrite to start over")
+    return work
+
+
+@contextlib.contextmanager
+def run_directory(cfg: dict, command: str) -> Iterator[Path]:
+    """The working directory of a run: `.<output.dir name>.partial` beside `output.dir`,
+    renamed to `output.dir` once the command completes (never a half-written `output.dir`).
+
+    Call it after validation: it writes `config.json` first. A non-empty `output.dir` is
+    refused unless `output.overwrite` (then it is replaced whole at the end); an interrupted
+    run (`.partial` with checkpoints) is resumed only when its stored config equals this one,
+    otherwise one error lists the keys that differ."""
+    out = Path(cfg["output"]["dir"])
+    record = {**_record(cfg), "command": command}
+    overwrite = bool(cfg["output"].get("overwrite"))
+    work = check_output(cfg, command)
+    if work.exists():
+        if overwrite or not _resumable(work):
+            shutil.rmtree(work)
+        else:
+            print(f"resuming the interrupted run in {work}", file=sys.stderr)
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "config.json").is_file():
+        _atomic_json(work / "config.json", record)
+    yield work
+    apply_umask(work)
+    replace_directory(work, out)
 
 
 def _save_model(model, tok, out: Path) -> Path:
@@ -39,28 +155,64 @@ def finetune_command(cfg: dict) -> Path:
     from jaxunlearn.data.pipeline import make_mixed_dataset, qa_records
     from jaxunlearn.train.finetune import finetune
 
+    tcfg = session.train_config(cfg)  # config errors before loading
+    check_output(cfg, "finetune")
     model = session.load_model(cfg)
     tok = session.load_tokenizer(cfg, model)
     bench = session.load_benchmark(cfg)
     pipe = session.with_batch(session.pipeline_for(model, cfg), cfg["train"]["batch_size"])
     records = qa_records(bench.profiles, model.family, "train")
-    out = _out(cfg)
+    if not records:
+        raise ValueError("the benchmark has no training QA (no fictitious profiles); check "
+                         "data.dir or data.synthetic.n_profiles")
 
     def batches(epoch):
         return make_mixed_dataset(records, tok, dataclasses.replace(pipe, seed=pipe.seed + epoch))
 
-    tcfg = session.train_config(cfg)
-    result = finetune(model, batches, tcfg, steps_per_epoch=len(batches(0)),
-                      log_path=out / "metrics.jsonl", checkpoint_dir=out / "checkpoints")
-    model = model.replace(params=result.params)
-    path = _save_model(model, tok, out)
-    if result.lora is not None:
-        from jaxunlearn.methods.base import save_lora
+    with run_directory(cfg, "finetune") as out:
+        result = finetune(model, batches, tcfg, steps_per_epoch=len(batches(0)),
+                          log_path=out / "metrics.jsonl", checkpoint_dir=out / "checkpoints")
+        model = model.replace(params=result.params)
+        session.check_finite_model(model, "the fine-tuned model")
+        _save_model(model, tok, out)
+        if result.lora is not None:
+            from jaxunlearn.methods.base import save_lora
 
-        save_lora(result.lora, tcfg.lora_config(), out / "lora")
-    _atomic_json(out / "finetune_report.json", result.report)
-    print(f"fine-tuned model written to {path}")
+            save_lora(result.lora, tcfg.lora_config(), out / "lora")
+        _atomic_json(out / "finetune_report.json", result.report)
+    path = Path(cfg["output"]["dir"]) / "model"
+    print(summary("finetune", result.report, path))
     return path
+
+
+def summary(command: str, report: dict, path: Path, extra: str = "") -> str:
+    """One short end-of-run line: steps, time, first and last loss, where the output is."""
+    parts = []
+    if report.get("steps") is not None:
+        total = report.get("total_steps")
+        resumed = report.get("resumed_at") or 0
+        parts.append(f"{report['steps']}{f'/{total}' if total else ''} steps"
+                     + (f" (resumed at step {resumed})" if resumed else ""))
+    if report.get("seconds") is not None:
+        parts.append(f"{report['seconds']:.1f}s")
+    first, last = report.get("first_loss"), report.get("final_loss")
+    if first is not None and last is not None:
+        parts.append(f"loss {first:.4f} -> {last:.4f}")
+    if extra:
+        parts.append(extra)
+    return f"{command}: {', '.join(parts) + '; ' if parts else ''}written to {path}"
+
+
+def _nll_change(history: list | None) -> str:
+    """forget / retain NLL at the first and the last step, where the method logs them."""
+    if not history:
+        return ""
+    out = []
+    for key in ("forget_nll", "retain_nll"):
+        vals = [h[key] for h in history if isinstance(h, dict) and key in h]
+        if vals:
+            out.append(f"{key.replace('_nll', '')} NLL {vals[0]:.4f} -> {vals[-1]:.4f}")
+    return ", ".join(out)
 
 
 def unlearn_command(cfg: dict, model_dir: str | None = None) -> Path:
@@ -73,42 +225,62 @@ def unlearn_command(cfg: dict, model_dir: str | None = None) -> Path:
     options = resolve_options(spec, cfg["method"]["options"])
     train = session.train_config(cfg)
     session.split_pair(cfg)  # fail fast: a forget / retain pair that does not match
-    model = session.load_model(cfg, model_dir)
+    cfg = _with_model(cfg, model_dir)
+    check_output(cfg, "unlearn")
+    model = session.load_model(cfg)
     tok = session.load_tokenizer(cfg, model)
     bench = session.load_benchmark(cfg)
     pipe = session.pipeline_for(model, cfg)
     data = session.unlearn_data(bench, tok, pipe, cfg)
-    out = _out(cfg)
-    result = run_method(spec.name, model, data, options, train=train)
-    result.save(out)
-    _atomic_json(out / "unlearn_report.json", result.report)
-    path = _save_model(result.model(model), tok, out) if cfg["output"]["export_hf"] else None
-    print(f"unlearned with {spec.name}: {path or out}")
-    return out
+    with run_directory(cfg, "unlearn") as out:
+        t0 = time.perf_counter()
+        result = run_method(spec.name, model, data, options, train=train)
+        if result.params is not None:
+            session.check_finite_model(result.model(model), f"the model unlearned by {spec.name}")
+        result.save(out)
+        _atomic_json(out / "unlearn_report.json", result.report)
+        if cfg["output"]["export_hf"]:
+            _save_model(result.model(model), tok, out)
+    final = Path(cfg["output"]["dir"])
+    report = {"seconds": time.perf_counter() - t0, **result.report}
+    print(summary(f"unlearn {spec.name}", report,
+                  final / "model" if cfg["output"]["export_hf"] else final,
+                  _nll_change(result.report.get("history"))))
+    return final
 
 
-def convert_command(direction: str, src: str, out: str, base: str | None = None) -> Path:
-    """hf-to-flax (orbax params + config), flax-to-hf, peft (jaxunlearn LoRA -> PEFT dir)."""
+def _with_model(cfg: dict, model_dir: str | None) -> dict:
+    """`cfg` with `--model` folded into model.checkpoint (so config.json records it)."""
+    if not model_dir:
+        return cfg
+    return {**cfg, "model": {**cfg["model"], "checkpoint": str(model_dir)}}
+
+
+def convert_command(direction: str, src: str, out: str, base: str | None = None,
+                    overwrite: bool = False) -> Path:
+    """hf-to-flax (orbax params + config), flax-to-hf, peft (jaxunlearn LoRA -> PEFT dir).
+    An existing non-empty `out` is refused unless `overwrite` (then replaced whole)."""
     import orbax.checkpoint as ocp
 
+    from jaxunlearn.checkpoint.atomic import atomic_directory
     from jaxunlearn.checkpoint.hf import SIDE_FILES, load_pretrained, save_pretrained
 
+    if direction not in ("hf-to-flax", "flax-to-hf", "peft"):
+        raise ValueError(f"unknown conversion {direction!r}; use hf-to-flax, flax-to-hf or peft")
     src_p, out_p = Path(src), Path(out)
+    refuse_existing(out_p, overwrite, "output directory")
+    if out_p.resolve() == src_p.resolve():
+        raise ValueError(f"output directory {out_p} is the source; choose another one")
     if direction == "hf-to-flax":
         model = load_pretrained(src_p)
-        tmp = out_p.with_name(out_p.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        ckptr = ocp.StandardCheckpointer()
-        ckptr.save((tmp / "params").absolute(), model.params)
-        ckptr.wait_until_finished()
-        shutil.copy2(src_p / "config.json", tmp / "config.json")
-        for name in SIDE_FILES:
-            if (src_p / name).is_file():
-                shutil.copy2(src_p / name, tmp / name)
-        if out_p.exists():
-            shutil.rmtree(out_p)
-        os.replace(tmp, out_p)
+        with atomic_directory(out_p) as tmp:
+            ckptr = ocp.StandardCheckpointer()
+            ckptr.save((tmp / "params").absolute(), model.params)
+            ckptr.wait_until_finished()
+            shutil.copy2(src_p / "config.json", tmp / "config.json")
+            for name in SIDE_FILES:
+                if (src_p / name).is_file():
+                    shutil.copy2(src_p / name, tmp / name)
     elif direction == "flax-to-hf":
         if not (src_p / "params").is_dir() or not (src_p / "config.json").is_file():
             raise FileNotFoundError(f"{src_p} is not a jaxunlearn Flax directory (params/ + "
@@ -164,6 +336,8 @@ def evaluator_for(cfg: dict, model_dir: str | None = None):
 
     settings, judge = eval_config(cfg), judge_from(cfg)  # config errors before loading
     model = session.load_model(cfg, model_dir)
+    name = model_dir or cfg["model"].get("checkpoint") or cfg["model"]["preset"]
+    session.check_finite_model(model, f"the model {name}")
     tok = session.load_tokenizer(cfg, model)
     bench = session.load_benchmark(cfg)
     pipe = session.pipeline_for(model, cfg)
@@ -176,6 +350,7 @@ def evaluate_command(cfg: dict, model_dir: str | None = None, name: str = "model
     from jaxunlearn.eval.report import markdown_table, model_fingerprint, write_run_report
 
     forget_split, retain_split = session.split_pair(cfg)  # config errors before loading
+    check_output(_with_model(cfg, model_dir), "evaluate")
     ev, bench = evaluator_for(cfg, model_dir)
     sets = benchmark_sets(bench, forget_split, retain_split,
                           max_profiles=cfg["eval"]["max_profiles"])
@@ -183,14 +358,14 @@ def evaluate_command(cfg: dict, model_dir: str | None = None, name: str = "model
     if unknown:
         raise ValueError(f"eval.sets names {sorted(unknown)}; available: {sorted(sets)}")
     sets = {k: v for k, v in sets.items() if k in cfg["eval"]["sets"]}
-    out = _out(cfg)
-    records = ev.records(sets, tasks=cfg["eval"]["tasks"], modalities=cfg["eval"]["modalities"],
-                         method=name)
-    write_run_report(out, cfg, model_fingerprint(ev.model), records)
-    md = markdown_table(records, vanilla=name)
-    (out / "report.md").write_text(md)
+    with run_directory(_with_model(cfg, model_dir), "evaluate") as out:
+        records = ev.records(sets, tasks=cfg["eval"]["tasks"],
+                             modalities=cfg["eval"]["modalities"], method=name)
+        write_run_report(out, cfg, model_fingerprint(ev.model), records)
+        md = markdown_table(records, vanilla=name)
+        (out / "report.md").write_text(md)
     print(md)
-    return out
+    return Path(cfg["output"]["dir"])
 
 
 # `eval:` keys that only `evaluate` reads; a protocol has its own (protocol.options)
@@ -231,10 +406,11 @@ def protocol_command(name: str, cfg: dict, model_dir: str | None = None) -> Path
     elif cfg["method"]["options"]:  # relearn attacks an unlearned model; method.name labels it
         raise ValueError("method.options is not read by protocol relearn (it fine-tunes an "
                          "already unlearned model with train:); remove it")
+    check_output(_with_model(cfg, model_dir), f"protocol {spec.name}")
     ev, bench = evaluator_for(cfg, model_dir)
-    out = _out(cfg)
-    study = Study(bench, cfg["method"]["name"], dict(cfg["method"]["options"]), train=train,
-                  forget_split=cfg["data"]["forget_split"], out_dir=out)
-    spec.run(ev, study, options)
-    print(f"protocol {spec.name}: report in {out}")
-    return out
+    with run_directory(_with_model(cfg, model_dir), f"protocol {spec.name}") as out:
+        study = Study(bench, cfg["method"]["name"], dict(cfg["method"]["options"]),
+                      train=train, forget_split=cfg["data"]["forget_split"], out_dir=out)
+        spec.run(ev, study, options)
+    print(f"protocol {spec.name}: report in {cfg['output']['dir']}")
+    return Path(cfg["output"]["dir"])

@@ -50,7 +50,8 @@ def build_defaults() -> dict[str, Any]:
     return {
         "model": {"preset": "tiny-llava", "checkpoint": None},
         "data": {
-            "dir": None,               # MLLMU-Bench layout directory; None = synthetic benchmark
+            "dir": None,               # MLLMU-Bench / CLEAR copy; None = synthetic benchmark
+            "format": "auto",          # auto | mllmu | clear: the layout of data.dir
             "tokenizer": None,         # tokenizer directory (default: the checkpoint's)
             "forget_split": "forget_10",
             "retain_split": None,      # None = the complement of forget_N, retain_(100-N)
@@ -64,7 +65,8 @@ def build_defaults() -> dict[str, Any]:
         "method": {"name": "ga", "options": {}},  # options: the method's typed options
         "protocol": {"options": {}},   # keyword arguments of the protocol function
         "eval": _eval_defaults(),
-        "output": {"dir": "runs/latest", "export_hf": True},
+        "output": {"dir": "runs/latest", "export_hf": True,
+                   "overwrite": False},  # replace a finished run in output.dir (--overwrite)
     }
 
 
@@ -110,7 +112,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ValueError(f"override {text!r}: the value is not valid YAML "
+                         f"({' '.join(str(e).split())}); quote it or fix the brackets") from e
     if isinstance(value, str):  # YAML 1.1 reads 1e-5 as a string
         try:
             value = float(value)
@@ -139,8 +145,55 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"config file {p} not found")
-        cfg = merge_into(cfg, yaml.safe_load(p.read_text()) or {}, free_form=free_form)
-    return apply_overrides(cfg, list(overrides), free_form)
+        try:
+            doc = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"config file {p} is not valid YAML "
+                             f"({' '.join(str(e).split())}); fix it") from e
+        if not isinstance(doc, dict):
+            raise ValueError(f"config file {p} must hold a mapping of sections (model:, data:, "
+                             f"train:, ...), not a {type(doc).__name__}")
+        cfg = merge_into(cfg, doc, free_form=free_form)
+    cfg = apply_overrides(cfg, list(overrides), free_form)
+    if defaults is None:
+        check_plain_sections(cfg)
+    return cfg
+
+
+# types and minimums of the keys that no dataclass validates (model:, data:, output:, the
+# evaluation set keys); `train:`, `eval:` settings, method and protocol options are typed
+_PLAIN = {
+    "model.preset": (str,), "model.checkpoint": (str, type(None)),
+    "data.dir": (str, type(None)), "data.tokenizer": (str, type(None)),
+    "data.forget_split": (str,), "data.retain_split": (str, type(None)),
+    "data.force_split_pair": (bool,), "data.batch_size": (int, 1), "data.max_length": (int, 8),
+    "data.blank_images": (bool,), "data.synthetic.seed": (int, 0),
+    "data.synthetic.n_profiles": (int, 1), "data.synthetic.n_celebrities": (int, 0),
+    "data.synthetic.image_size": (int, 8), "output.dir": (str,), "output.export_hf": (bool,),
+    "output.overwrite": (bool,), "eval.max_profiles": (int, 1, type(None)),
+    "eval.sets": (list,), "eval.tasks": (list,), "eval.modalities": (list,),
+}
+
+
+def check_plain_sections(cfg: dict) -> None:
+    """One clear error for a wrong type or out-of-range value of a `_PLAIN` key."""
+    names = {bool: "a bool (true / false)", int: "an int", str: "a string", list: "a list",
+             type(None): "null"}
+    for where, spec in _PLAIN.items():
+        node: Any = cfg
+        for part in where.split("."):
+            node = node[part]
+        types_ = tuple(t for t in spec if isinstance(t, type))
+        low = next((x for x in spec if not isinstance(x, type)), None)
+        value = node
+        ok = any(isinstance(value, t) and not (t is int and isinstance(value, bool))
+                 for t in types_)
+        if not ok:
+            want = " or ".join(names[t] for t in types_)
+            raise ValueError(f"{where}: expected {want}, got {value!r}")
+        if low is not None and isinstance(value, int) and not isinstance(value, bool) \
+                and value < low:
+            raise ValueError(f"{where}: {value} is out of range; it must be >= {low}")
 
 
 # ----------------------------------------------------------------------------- documentation

@@ -90,3 +90,41 @@ def test_no_file_points_outside_the_repository():
     hits = [f for f in files if f.endswith((".md", ".py", ".yaml", ".toml"))
             and f != "tests/test_docs.py" and bad.search((ROOT / f).read_text())]
     assert not hits, hits
+
+
+def _doc_default(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, list):
+        return "[" + ", ".join(v) + "]"
+    if isinstance(v, str) and len(v) >= 30:
+        return "<privacy prompt>"
+    return str(v)
+
+
+def test_method_reference_tables_match_the_typed_options():
+    """docs/methods.md has a section per registered method whose option table lists exactly
+    the method's own options (and the shared ones whose default it changes) with their
+    defaults; the shared table lists the shared options with theirs."""
+    from jaxunlearn.methods.base import available, get_method
+    from jaxunlearn.methods.common import GradientOptions
+
+    text = (ROOT / "docs" / "methods.md").read_text()
+    ref = text.split("## Method reference", 1)[1]
+    sections = dict(re.findall(r"^### `?([\w ]+?)`?\n(.*?)(?=^### |\Z)", ref, re.M | re.S))
+
+    def table(body: str) -> dict[str, str]:
+        return dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", body, re.M))
+
+    shared = {f.name: f.default for f in dataclasses.fields(GradientOptions)}
+    assert table(sections["Shared options"]) == {k: _doc_default(v) for k, v in shared.items()}
+    assert set(available()) <= set(sections), sorted(set(available()) - set(sections))
+    for name in available():
+        want = {}
+        for f in dataclasses.fields(get_method(name).options):
+            d = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if f.name not in shared or shared[f.name] != d:
+                want[f.name] = _doc_default(d)
+        assert table(sections[name]) == want, name

@@ -50,7 +50,7 @@ def batches(name, options, data, tcfg, steps):
         forget = with_refusals(forget, opts.refusal_seed)
     if name in ("ga",) or (name == "npo" and opts.retain_weight == 0):
         out = [("forget", b) for b in common.stream(data, forget, tcfg, 0)]
-    elif name == "grad_diff" and opts.order == "alternate":
+    elif name in ("grad_diff", "kl_min") and opts.order == "alternate":
         retain = common.records(data, "retain", opts, tcfg)
         out = ([("ascent", b) for b in common.stream(data, forget, tcfg, 0, 0)]
                + [("descent", b) for b in common.stream(data, retain, tcfg, 0, 1)])
@@ -65,26 +65,31 @@ def objective(name, options, model, params, ref_params, phase, batch):
     x = lambda b: logits(model, params, b)
     ref = lambda b: logits(model, ref_params, b)
     o = options
+    sc = o.get("label_scope", "answer")
+    red, form = o.get("kl_reduction", "token_mean"), o.get("form", "sequence")
     if name == "ga":
-        return G.ga(x(batch), batch)
+        return G.ga(x(batch), batch, sc)
     if name == "grad_diff" and phase == "pair":
         f, r = batch["forget"], batch["retain"]
-        return G.grad_diff(x(f), f, x(r), r, o["gamma"], o["alpha"])
+        return G.grad_diff(x(f), f, x(r), r, o["gamma"], o["alpha"], sc)
     if name == "grad_diff":
-        return o["gamma"] * G.ga(x(batch), batch) if phase == "ascent" else \
-            o["alpha"] * G.nll(x(batch), batch)
+        return o["gamma"] * G.ga(x(batch), batch, sc) if phase == "ascent" else \
+            o["alpha"] * G.nll(x(batch), batch, sc)
+    if name in ("kl_min", "ga_klr") and phase == "ascent":
+        return G.ga(x(batch), batch, sc)
+    if name in ("kl_min", "ga_klr") and phase == "descent":
+        return G.nll_kl(x(batch), ref(batch), batch, o.get("kl_weight", 1.0), red, sc)
     if name in ("kl_min", "ga_klr"):
         f, r = batch["forget"], batch["retain"]
-        return G.ga_kl(x(f), f, x(r), ref(r), r, o.get("kl_weight", 1.0),
-                       o.get("kl_reduction", "token_mean"))
+        return G.ga_kl(x(f), f, x(r), ref(r), r, o.get("kl_weight", 1.0), red, sc)
     if name == "npo" and phase == "pair":
         f, r = batch["forget"], batch["retain"]
-        return G.npo_retain(x(f), ref(f), f, x(r), r, o["beta"], o["retain_weight"])
+        return G.npo_retain(x(f), ref(f), f, x(r), r, o["beta"], o["retain_weight"], sc, form)
     if name == "npo":
-        return G.npo_from_logits(x(batch), ref(batch), batch, o["beta"])
+        return G.npo_from_logits(x(batch), ref(batch), batch, o["beta"], sc, form)
     if name == "idk":
         f, r = batch["forget"], batch["retain"]
-        return G.idk(x(f), f, x(r), r, o["retain_weight"])
+        return G.idk(x(f), f, x(r), r, o["retain_weight"], sc)
     raise AssertionError(name)
 
 
@@ -96,6 +101,16 @@ CASES = [
     ("npo", {"beta": 0.4, "reference": "oracle"}),
     ("npo", {"beta": 0.4, "reference": "oracle", "retain_weight": 0.6}),
     ("idk", {"retain_weight": 0.8}),
+    # MLLMU-Bench reproduction settings (label_scope all_tokens, KL_Min's alternate
+    # NLL + batchmean-KL retain step, NPO's batch-mean form)
+    ("ga", {"label_scope": "all_tokens"}),
+    ("grad_diff", {"gamma": 1.0, "alpha": 1.0, "order": "alternate", "modality": "multi",
+                   "label_scope": "all_tokens"}),
+    ("kl_min", {"kl_reduction": "batchmean", "order": "alternate", "modality": "multi",
+                "label_scope": "all_tokens"}),
+    ("npo", {"beta": 0.4, "reference": "oracle", "form": "batch_mean",
+             "label_scope": "all_tokens"}),
+    ("idk", {"retain_weight": 0.8, "label_scope": "all_tokens"}),
 ]
 
 

@@ -37,6 +37,7 @@ ALT: dict[str, Any] = {
     "formulation": "official", "weights": {"abs": 1.0}, "tau": 0.5, "groups": ["language"],
     "official_quirks": True, "activation_site": "pre", "token_scope": "answer",
     "batch_size": 1, "seed": 1, "frac": 0.3, "stat": "rms",
+    "label_scope": "all_tokens", "form": "batch_mean", "distill": "squared_norm",
 }
 ALT_BY_METHOD: dict[tuple[str, str], Any] = {
     ("idk", "retain_size"): "all", ("smfa", "retain_size"): "all",

@@ -23,7 +23,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from jaxunlearn.checkpoint.atomic import atomic_directory
+from jaxunlearn.checkpoint.atomic import atomic_directory, fault_point
 from jaxunlearn.modeling.keys import expected_hf_shape, to_hf, to_ours
 from jaxunlearn.modeling import registry
 from jaxunlearn.modeling.model import Model, abstract_module
@@ -57,12 +57,37 @@ def read_config(model_dir: str | os.PathLike) -> dict:
 
 
 def _safetensors_header(path: Path) -> dict:
+    """The header of a safetensors file, checked against the file's size (a truncated or
+    corrupted file is an error naming it)."""
+    fix = "re-download or re-export the checkpoint"
+    size = path.stat().st_size
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, no "
+                                  f"header); {fix}")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise CheckpointError(f"{path}: corrupted safetensors header (declares {n} header "
+                                  f"bytes, the file has {size}); {fix}")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: corrupted safetensors header ({e}); {fix}") from e
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupted safetensors header (not a mapping); {fix}")
     header.pop("__metadata__", None)
-    for meta in header.values():
-        meta["_base"] = 8 + n
+    end = 0
+    for key, meta in header.items():
+        try:
+            meta["_base"] = 8 + n
+            end = max(end, int(meta["data_offsets"][1]))
+        except (TypeError, KeyError, IndexError, ValueError) as e:
+            raise CheckpointError(f"{path}: corrupted safetensors header entry {key!r}; "
+                                  f"{fix}") from e
+    if 8 + n + end > size:
+        raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, its header "
+                              f"needs {8 + n + end}); {fix}")
     return header
 
 
@@ -71,7 +96,11 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
     index = model_dir / "model.safetensors.index.json"
     single = model_dir / "model.safetensors"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index}: not a safetensors index (JSON with weight_map: "
+                                  f"{e}); re-download or re-export the checkpoint") from e
         files = {k: model_dir / v for k, v in weight_map.items()}
         for f in set(files.values()):
             if not f.is_file():
@@ -91,8 +120,22 @@ def _read_tensor(path: Path, key: str, header: dict) -> np.ndarray:
         mm = np.memmap(path, dtype=np.uint8, mode="r", offset=meta["_base"] + start,
                        shape=(end - start,))
         return np.frombuffer(mm, dtype=_RAW_DTYPES[meta["dtype"]]).reshape(meta["shape"])
-    with safe_open(str(path), framework="np") as f:
-        return f.get_tensor(key)
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return f.get_tensor(key)
+    except Exception as e:  # safetensors' own errors (SafetensorError, OSError, ...)
+        raise CheckpointError(f"{path}: cannot read tensor {key!r} ({e}); re-download or "
+                              "re-export the checkpoint") from e
+
+
+def check_finite(array: np.ndarray, what: str, fix: str) -> None:
+    """Refuse an array with NaN / inf entries (`what` names the tensor and file)."""
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        return
+    ok = np.isfinite(np.asarray(array, np.float32))
+    if not ok.all():
+        raise CheckpointError(f"{what} holds {int(ok.size - ok.sum())} non-finite value(s) "
+                              f"(NaN / inf) of {ok.size}; {fix}")
 
 
 def load_pretrained(model_dir: str | os.PathLike, dtype: str | Any = "float32",
@@ -135,8 +178,10 @@ def load_pretrained(model_dir: str | os.PathLike, dtype: str | Any = "float32",
         if tuple(meta["shape"]) != want:
             raise CheckpointError(f"{file.name}: tensor {stored_key!r} has shape "
                                   f"{tuple(meta['shape'])} but the config expects {want}")
-        array = to_ours(path, _read_tensor(file, stored_key, headers[file]),
-                                shapes[path].shape)
+        raw = _read_tensor(file, stored_key, headers[file])
+        check_finite(raw, f"{file}: tensor {stored_key!r}",
+                     "the checkpoint is corrupted; re-download or re-export it")
+        array = to_ours(path, raw, shapes[path].shape)
         params[path] = jnp.asarray(array, dtype=np_dtype)
     return Model(family=fam.name, config=config, hf_config=hf_config, graphdef=graphdef,
                  params=params, logical_axes=axes,
@@ -206,6 +251,7 @@ def save_pretrained(model: Model, out_dir: str | os.PathLike, *, dtype: str | No
         for pattern, repl in key_renames:
             tensors = {re.sub(pattern, repl, k): v for k, v in tensors.items()}
         _write_shards(tensors, tmp, max_shard_bytes)
+        fault_point("export")  # tests: a kill between the weights and config.json
         cfg = dict(model.hf_config)
         fam = registry.family_for(cfg.get("model_type"))
         cfg["architectures"] = [fam.hf_architecture]

@@ -200,6 +200,10 @@ class Benchmark:
         if name in self.split_rows:
             return list(self.split_rows[name])
         table = self.by_id()
+        unknown = [i for i in self.splits[name] if i not in table]
+        if unknown:
+            raise ValueError(f"split {name!r} names unknown profile(s) {unknown[:5]}; fix the "
+                             "split or the benchmark's profiles")
         return [table[i] for i in self.splits[name]]
 
     def to_dict(self) -> dict[str, Any]:

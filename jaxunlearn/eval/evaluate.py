@@ -76,7 +76,12 @@ def benchmark_sets(benchmark: Benchmark, forget_split: str = "forget_10",
 
 
 def complement_split(forget_split: str) -> str:
-    """``forget_<pct>`` -> ``retain_<100-pct>`` (the MLLMU-Bench naming)."""
+    """``forget_<pct>`` -> ``retain_<100-pct>`` (the MLLMU-Bench naming); CLEAR's
+    ``forgetNN[+tofu]`` -> ``retain(100-NN)[+tofu]``."""
+    from jaxunlearn.data.clear import complement
+
+    if str(forget_split).startswith("forget") and complement(forget_split):
+        return complement(forget_split)
     head, _, pct = forget_split.rpartition("_")
     if head != "forget" or not pct.isdigit() or not 0 < int(pct) < 100:
         raise ValueError(f"split {forget_split!r} has no retain complement; use a "

@@ -1,24 +1,23 @@
-"""A judge model behind any OpenAI-compatible chat endpoint (stdlib only).
+"""A judge model behind any OpenAI-compatible chat endpoint, through the ``openai`` client.
 
 Off unless configured: :meth:`Judge.from_env_or_config` returns None without a URL and a
-model name. Requests go to ``POST {base_url}/chat/completions`` with
-``{"model", "messages", "temperature": 0}``; transient failures (HTTP 429/5xx, connection
-errors, timeouts) are retried with exponential backoff; requests are spaced by a minimum
-interval; successful scores are cached on disk. A reply without a usable score is returned
-as ``JudgeResult(score=None, error="unparsable: ...")``, never as a crash or a fake 0.
+model name. Requests go to ``POST {base_url}/chat/completions`` (``openai.OpenAI(base_url=...)
+.chat.completions.create``, temperature 0 unless a benchmark's protocol says otherwise);
+transient failures (HTTP 429/5xx, connection errors, timeouts) are retried here with
+exponential backoff (the client's own retries are off, so the bound is ours); requests are
+spaced by a minimum interval; successful replies are cached on disk. A reply without a usable
+score is returned with ``score=None, error="unparsable: ..."``, never as a crash or a fake 0.
+Install the client with the ``judge`` extra (``pip install jaxunlearn[judge]``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -58,8 +57,30 @@ class JudgeResult:
     cached: bool = False
 
 
+@dataclass(frozen=True)
+class JudgeReply:
+    """One judged request of any protocol (:meth:`Judge.ask`): the parsed value, or None
+    with the reason in ``error``."""
+
+    value: object
+    raw: str | None = None
+    error: str | None = None
+    cached: bool = False
+
+
 class _Transient(Exception):
     """A failure worth retrying."""
+
+
+def _openai_client(config: JudgeConfig):
+    try:
+        import openai
+    except ImportError as e:  # a setup error the CLI reports as one line
+        raise ValueError("eval.judge is set but the openai package is missing: pip install "
+                         "'jaxunlearn[judge]' (or 'openai>=1.0'), or unset the judge") from e
+    return openai.OpenAI(base_url=config.base_url.rstrip("/"),
+                         api_key=config.api_key or "not-needed",
+                         timeout=config.timeout_s, max_retries=0)
 
 
 class Judge:
@@ -74,6 +95,7 @@ class Judge:
         self._lock = threading.Lock()
         self._last_request = float("-inf")
         self._cache: dict[str, dict] = self._load_cache()
+        self._client = _openai_client(config)
         self.requests_sent = 0
 
     # --- construction -----------------------------------------------------------------
@@ -139,6 +161,27 @@ class Judge:
         """Judge ``(question, reference, answer)`` triples in order."""
         return [self.score(metric, q, r, a) for q, r, a in items]
 
+    def ask(self, task: str, messages: list[dict[str, str]], parse: Callable[[str], object], *,
+            temperature: float = 0.0, max_tokens: int | None = None) -> JudgeReply:
+        """One chat request of a benchmark's own protocol (``task`` names it, e.g. ``mmvet``):
+        the reply parsed by ``parse`` (None = unparsable, a recorded failure, not cached);
+        parsed replies are cached under the request."""
+        key = hashlib.sha256(json.dumps([self.endpoint, self.config.model, task, messages,
+                                         temperature, max_tokens]).encode("utf-8")).hexdigest()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None:
+            return JudgeReply(hit["value"], raw=hit.get("raw"), cached=True)
+        try:
+            raw = self._chat(messages, temperature=temperature, max_tokens=max_tokens)
+        except RuntimeError as e:
+            return JudgeReply(None, error=str(e))
+        value = parse(raw)
+        if value is None:
+            return JudgeReply(None, raw=raw, error=f"unparsable: reply {raw[:200]!r}")
+        self._store(key, {"value": value, "raw": raw})
+        return JudgeReply(value, raw=raw)
+
     def cache_key(self, metric: str, question: str, reference: str, answer: str) -> str:
         """sha256 of judge URL + model, metric (with its prompt fingerprint) and the item."""
         parts = [self.endpoint, self.config.model, metric, PROMPTS[metric].fingerprint(),
@@ -147,50 +190,50 @@ class Judge:
 
     # --- transport ----------------------------------------------------------------------
 
-    def _chat(self, messages: list[dict[str, str]]) -> str:
+    def _chat(self, messages: list[dict[str, str]], *, temperature: float = 0.0,
+              max_tokens: int | None = None) -> str:
         """Reply text of one chat completion; RuntimeError once retries are exhausted."""
-        body: dict = {"model": self.config.model, "messages": messages, "temperature": 0}
-        if self.config.max_tokens is not None:
-            body["max_tokens"] = self.config.max_tokens
-        data = json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json"}
-        if self.config.api_key:
-            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        body: dict = {"model": self.config.model, "messages": messages,
+                      "temperature": temperature}
+        max_tokens = self.config.max_tokens if max_tokens is None else max_tokens
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
         last = ""
         for attempt in range(self.config.max_retries + 1):
             if attempt:
                 time.sleep(min(self.config.backoff_base_s * 2 ** (attempt - 1),
                                self.config.backoff_max_s))
             try:
-                return self._post_once(data, headers)
+                return self._post_once(body)
             except _Transient as e:
                 last = str(e)
         raise RuntimeError(f"judge request failed after {self.config.max_retries + 1} "
                            f"attempts: {last}")
 
-    def _post_once(self, data: bytes, headers: dict[str, str]) -> str:
+    def _post_once(self, body: dict) -> str:
+        import openai
+
         self._wait_for_slot()
-        request = urllib.request.Request(self.endpoint, data=data, headers=headers,
-                                         method="POST")
         self.requests_sent += 1
         try:
-            with urllib.request.urlopen(request, timeout=self.config.timeout_s) as resp:
-                payload = resp.read()
-        except urllib.error.HTTPError as e:
-            detail = e.read()[:200].decode("utf-8", "replace")
-            if e.code == 429 or e.code >= 500:
-                raise _Transient(f"HTTP {e.code}: {detail}") from e
-            raise RuntimeError(f"judge request rejected: HTTP {e.code}: {detail}") from e
-        except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets
+            reply = self._client.chat.completions.create(**body)
+        except openai.APIStatusError as e:
+            detail = str(e)[:200]
+            if e.status_code == 429 or e.status_code >= 500:
+                raise _Transient(f"HTTP {e.status_code}: {detail}") from e
+            raise RuntimeError(f"judge request rejected: HTTP {e.status_code}: {detail}") from e
+        except openai.APIConnectionError as e:  # includes timeouts
             raise _Transient(f"connection error: {e}") from e
+        except openai.APIResponseValidationError as e:
+            raise RuntimeError(f"judge reply is not a chat completion: {e}") from e
         try:
-            content = json.loads(payload)["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise RuntimeError(f"judge reply is not a chat completion: {payload[:200]!r}"
+            content = reply.choices[0].message.content
+        except (AttributeError, IndexError, TypeError) as e:
+            raise RuntimeError(f"judge reply is not a chat completion: {str(reply)[:200]}"
                                ) from e
         if isinstance(content, str):
             return content
-        raise RuntimeError(f"judge reply has no text content: {payload[:200]!r}")
+        raise RuntimeError(f"judge reply has no text content: {str(reply)[:200]}")
 
     def _wait_for_slot(self) -> None:
         """Sleep so request starts are at least ``min_interval_s`` apart."""

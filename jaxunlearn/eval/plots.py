@@ -161,3 +161,47 @@ def plot_relearning(records: Sequence[Mapping], path: str | os.PathLike, *,
     ax.legend()
     _save(fig, path)
     return series
+
+
+def plot_utility_forgetting(records: Sequence[Mapping], path: str | os.PathLike, *,
+                            protocol: str | None = None, forget_set: str = "forget",
+                            forget_task: str = "classification",
+                            forget_metric: str = "accuracy", modality: str = "multi",
+                            vanilla: str = "vanilla") -> Series:
+    """Utility against forgetting: one series per utility benchmark (set ``utility``, its
+    headline metric), one point per (method, step) with x = the forget set's score.
+
+    ``protocol``: only its records (None = all, e.g. merged runs of several methods).
+    Better methods sit top-left (low forget score, high utility).
+    """
+    rows = records if protocol is None else select(records, protocol=protocol)
+    keys = list(dict.fromkeys((r["method"], r.get("step")) for r in rows))
+    order = method_order(m for m, _ in keys)
+    keys.sort(key=lambda k: (order.index(k[0]), -1 if k[1] is None else k[1]))
+    heads = [r for r in rows if r["set"] == "utility" and "/" not in r["metric"]]
+    series: Series = {}
+    for method, step in keys:
+        x = lookup(rows, method=method, step=step, set=forget_set, task=forget_task,
+                   modality=modality, metric=forget_metric)
+        if x is None:
+            continue
+        for r in heads:
+            if r["method"] == method and r.get("step") == step:
+                s = series.setdefault(f"{r['task']} {r['metric']}", {"x": [], "y": [],
+                                                                     "label": []})
+                s["x"].append(x)
+                s["y"].append(r["value"])
+                s["label"].append(method if step is None else f"{method}@{step}")
+    _require(series, f"utility records and {forget_set} {forget_task}/{forget_metric}")
+    fig, ax = _new_figure()
+    for name, s in series.items():
+        ax.plot(s["x"], s["y"], marker="o", linestyle=":", label=name)
+        for x, y, lab in zip(s["x"], s["y"], s["label"]):
+            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(f"{forget_set} {forget_task} {forget_metric} ({modality}) ↓")
+    ax.set_ylabel("utility score ↑ (accuracy as fraction; judge scores 0-100)")
+    ax.set_title("Utility vs forgetting")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return series

@@ -11,8 +11,9 @@ unlearn through :func:`unlearn` (:func:`jaxunlearn.methods.base.run_method`) and
 :func:`jaxunlearn.train.typed.build` and documented by :func:`describe_protocols`.
 
 Registered names: ``mllmu``, ``pulse/finetuned``, ``pulse/pretrained``, ``pulse/sequential``,
-``pulse/update_target``, ``smllmun`` and ``relearn``; the CLI's ``pulse`` picks a scenario
-with the option ``scenario`` (default ``sequential``), see :func:`resolve_protocol`.
+``pulse/update_target``, ``smllmun``, ``utility``, ``relearn`` and ``clear``; the CLI's
+``pulse`` picks a scenario with the option ``scenario`` (default ``sequential``), see
+:func:`resolve_protocol`.
 
 Protocol names in records: ``mllmu/<forget split>``, ``pulse_ft``, ``pulse_pt``,
 ``sequential``, ``update_target``, ``smllmun`` and ``relearn``. Steps: 0 is the model before
@@ -35,6 +36,8 @@ import numpy as np
 
 from jaxunlearn.data.schema import Benchmark, Profile
 from jaxunlearn.data.templates import PROMPTING_SYSTEM
+from jaxunlearn.eval import clear_eval as CE
+from jaxunlearn.eval import clear_rules as CR
 from jaxunlearn.eval import mllmu_eval as ME
 from jaxunlearn.eval import report as R
 from jaxunlearn.eval.evaluate import EvalSet, Evaluator, benchmark_sets, complement_split
@@ -47,6 +50,7 @@ from jaxunlearn.eval.tasks import (
     run_classification,
     run_likelihood_classification,
 )
+from jaxunlearn.eval.utility import UtilityOptions, require_judge, run_utility, utility_markdown
 from jaxunlearn.train.finetune import TrainConfig, finetune
 from jaxunlearn.train.typed import build, check_value, describe, field
 
@@ -177,6 +181,15 @@ def _positive_or_none(value: int | None, key: str) -> None:
     _check(value is None or value >= 1, key, f"must be at least 1 or null, got {value}")
 
 
+UTILITY_HELP = ("options of the utility protocol (e.g. {benchmarks: [mmbench], mmbench_tsv: "
+                "...}): general-utility benchmarks on the model before and after each "
+                "unlearning step; null = off")
+
+
+def _utility_options(value: dict | None) -> UtilityOptions | None:
+    return None if value is None else build(UtilityOptions, value, "protocol.options.utility")
+
+
 @dataclasses.dataclass(frozen=True)
 class MllmuOptions:
     forget_splits: tuple[str, ...] = field(
@@ -198,6 +211,7 @@ class MllmuOptions:
     project_metrics: bool = field(True, "also the project's own evaluation beside the "
                                         "benchmark's: its prompts, option likelihood, "
                                         "no_letter, degeneration, NLL (eval: settings)")
+    utility: dict | None = field(None, UTILITY_HELP)
 
     def __post_init__(self) -> None:
         _check(bool(self.forget_splits), "forget_splits", "must name at least one split")
@@ -208,6 +222,7 @@ class MllmuOptions:
         _check(self.max_new_tokens >= 1, "max_new_tokens",
                f"must be at least 1, got {self.max_new_tokens}")
         _check(not self.few_shot_images, "few_shot_images", "true: " + DEMO_IMAGES_ERROR)
+        _utility_options(self.utility)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,11 +264,13 @@ class PulseSequentialOptions:
     generality: bool = field(True, "image-understanding ROUGE-L on the retain profiles after "
                                    "every request")
     tasks: tuple[str, ...] = field(("classification",), TASKS_HELP)
+    utility: dict | None = field(None, UTILITY_HELP)
 
     def __post_init__(self) -> None:
         _positive_or_none(self.k, "k")
         _positive_or_none(self.max_profiles, "max_profiles")
         _check_tasks(self.tasks)
+        _utility_options(self.utility)
 
 
 def _subset_choices() -> tuple[str, ...]:
@@ -285,6 +302,41 @@ class SmllmunOptions:
     def __post_init__(self) -> None:
         complement_split(self.forget_split)
         _positive_or_none(self.max_profiles, "max_profiles")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClearOptions:
+    forget_split: str = field("forget10", "CLEAR forget split unlearned (retain = its "
+                                          "complement, e.g. retain90); the forget tasks read "
+                                          "forgetNN_perturbed")
+    tasks: tuple[str, ...] = field(CR.TASKS, "CLEAR tasks (config/mm/eval.yaml): real_faces, "
+                                             "real_world, retain, retain_facerec, forget, "
+                                             "forget_facerec")
+    unlearn: bool = field(True, "unlearn forget_split and evaluate before (step 0) and after "
+                                "(step 1); false = evaluate the input model only (step 0)")
+    max_rows: int | None = field(CR.DS_SIZE, "first rows of each task (eval.yaml ds_size: "
+                                             "300); null = all")
+    max_new_tokens: int = field(CR.MAX_NEW_TOKENS, "new tokens of each generated answer, "
+                                                   "greedy (eval.yaml: 300)")
+    generate_with_image: bool = field(False, "give the generation the image; false = text "
+                                             "only, as mm/eval.py's re-tokenised prompt does")
+    seed: int = field(0, "seed of the caption-question draw (mm/eval.py: unseeded "
+                         "random.choice)")
+    retain_result: str | None = field(None, "the gold (retain-trained) model's "
+                                            "eval_log_aggregated.json for the forget quality "
+                                            "(KS p-value, JS); null = not computed")
+
+    def __post_init__(self) -> None:
+        _check(self.forget_split.startswith("forget"), "forget_split",
+               f"{self.forget_split!r} is not a CLEAR forget split (forget01, forget05, "
+               "forget10, or their +tofu variants)")
+        complement_split(self.forget_split)
+        _check(bool(self.tasks), "tasks", "must name at least one task")
+        for t in self.tasks:
+            _check(t in CR.TASKS, "tasks", f"names {t!r}; use {', '.join(CR.TASKS)}")
+        _positive_or_none(self.max_rows, "max_rows")
+        _check(self.max_new_tokens >= 1, "max_new_tokens",
+               f"must be at least 1, got {self.max_new_tokens}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -418,6 +470,8 @@ def mllmu_protocol(ev: Evaluator, study: Study, opts: MllmuOptions) -> ProtocolR
         raise ValueError("eval.few_shot is read only by the project's metrics; the benchmark's "
                          "evaluation uses eval.py's own demonstrations: remove eval.few_shot "
                          "or set protocol.options.project_metrics: true")
+    if opts.utility is not None:
+        require_judge(_utility_options(opts.utility), ev)
     bench = study.benchmark
     records: Records = []
     md = []
@@ -429,7 +483,7 @@ def mllmu_protocol(ev: Evaluator, study: Study, opts: MllmuOptions) -> ProtocolR
             models.append((study.method, 1,
                            _unlearn(ev, study, bench.split(split),
                                     bench.split(complement_split(split)))))
-        tables, rows, project = {}, {}, []
+        tables, rows, project, utility_notes = {}, {}, [], {}
         for label, step, e in models:
             result = ME.evaluate_benchmark(e, bench, split, tasks=opts.tasks, seed=opts.seed,
                                            max_new_tokens=opts.max_new_tokens,
@@ -442,6 +496,11 @@ def mllmu_protocol(ev: Evaluator, study: Study, opts: MllmuOptions) -> ProtocolR
                 sets = benchmark_sets(bench, split, max_profiles=opts.max_profiles)
                 project += e.records(sets, tasks=opts.tasks, method=label, protocol=proto,
                                      step=step)
+            if opts.utility is not None:
+                utility = run_utility(e, _utility_options(opts.utility), method=label,
+                                      protocol=proto, step=step)
+                records += utility.records
+                utility_notes.update(utility.notes)
         records += project
         block = (f"## {split}\n\n### MLLMU-Bench (eval.py)\n\n" + ME.markdown(tables, rows)
                  + "\nAccuracy in %, ROUGE / BLEU means in [0, 1] (as eval.py writes them); "
@@ -449,6 +508,9 @@ def mllmu_protocol(ev: Evaluator, study: Study, opts: MllmuOptions) -> ProtocolR
         if project:
             block += ("\n### Project metrics (its own prompts)\n\n"
                       + R.markdown_table(R.strip_protocol(project)))
+        if utility_notes:
+            block += "\n### General utility\n\n" + utility_markdown(
+                select(records, protocol=proto), utility_notes)
         md.append(block)
     plots = []
     if opts.project_metrics:
@@ -456,6 +518,10 @@ def mllmu_protocol(ev: Evaluator, study: Study, opts: MllmuOptions) -> ProtocolR
                  for s in opts.forget_splits]
         plots += [(f"modality_{s}.png", R.main_view_plot(R.plot_modality_bars, f"mllmu/{s}"),
                    {}) for s in opts.forget_splits]
+    if opts.utility is not None:
+        plots += [(f"utility_{s}.png", R.plot_utility_forgetting,
+                   {"protocol": f"mllmu/{s}", "forget_metric": "bench_accuracy"})
+                  for s in opts.forget_splits]
     paths = write_protocol_report(study.out_dir, "mllmu", _config(study, opts, ev), ev.model,
                                   records, "\n".join(md), plots)
     return ProtocolResult(records, {**extra_paths, **paths})
@@ -573,12 +639,15 @@ def pulse_sequential(ev: Evaluator, study: Study,
     requested so far, from step 1), ``retain`` (capped by ``max_profiles``) and, with
     ``generality``, image-understanding ROUGE-L on the retain profiles (set ``generality``).
     """
+    if opts.utility is not None:
+        require_judge(_utility_options(opts.utility), ev)
     parts = sequential_parts(study.benchmark, opts.k)
     all_forget = [p for part in parts for p in part]
     retain = study.benchmark.split(opts.retain_split)
     retain_eval = _cap(retain, opts.max_profiles)
     method = study.method
     records: Records = []
+    utility_notes: dict[str, str] = {}
     current = ev
     for step in range(len(parts) + 1):
         if step:
@@ -592,13 +661,23 @@ def pulse_sequential(ev: Evaluator, study: Study,
             tag = Tag(method, "generality", "multi", "sequential", step)
             records += current.qa_generation(retain_eval, tag, "image_understanding",
                                              source="understanding").records
+        if opts.utility is not None:
+            utility = run_utility(current, _utility_options(opts.utility), method=method,
+                                  protocol="sequential", step=step)
+            records += utility.records
+            utility_notes.update(utility.notes)
     md = step_table(records, "sequential", step_label="Request")
     if opts.generality:
         md += "\n" + step_table(records, "sequential", task="image_understanding",
                                 metrics=("rougeL",), step_label="Request")
+    if utility_notes:
+        md += "\n## General utility\n\n" + utility_markdown(records, utility_notes)
     plots = [(f"sequential_{mod}_{met}.png", R.plot_sequential,
               {"method": method, "modality": mod, "metric": met})
              for mod in MODALITIES for met in ("accuracy", "likelihood_accuracy")]
+    if opts.utility is not None:
+        plots.append(("utility_forgetting.png", R.plot_utility_forgetting,
+                      {"protocol": "sequential"}))
     config = _config(study, opts, ev, parts=[[p.id for p in part] for part in parts])
     paths = write_protocol_report(study.out_dir, "sequential", config, ev.model, records, md,
                                   plots)
@@ -676,6 +755,68 @@ def smllmun_protocol(ev: Evaluator, study: Study, opts: SmllmunOptions) -> Proto
     return ProtocolResult(records, paths)
 
 
+# ------------------------------------------------------------------------ general utility
+
+@register_protocol("utility", UtilityOptions)
+def utility_protocol(ev: Evaluator, study: Study, opts: UtilityOptions) -> ProtocolResult:
+    """General utility: MMBench (circular), MMMU, MM-Vet and LLaVA-Bench from local files,
+    each scored by its authors' rule and reported with its n (the last two need a judge).
+
+    The model is evaluated as given (method ``vanilla``, step 0); ``mllmu`` and
+    ``pulse/sequential`` run it after each unlearning step with their option ``utility``.
+    """
+    result = run_utility(ev, opts)
+    md = utility_markdown(result.records, result.notes)
+    config = _config(study, opts, ev, notes=result.notes)
+    paths = write_protocol_report(study.out_dir, "utility", config, ev.model, result.records,
+                                  md)
+    out = _out(study, "utility_rows.json")
+    if out is not None:
+        import json
+
+        out.write_text(json.dumps(result.rows, indent=1, default=str), encoding="utf-8")
+        paths["utility_rows.json"] = out
+    return ProtocolResult(result.records, paths)
+
+
+# ------------------------------------------------------------------------ CLEAR
+
+@register_protocol("clear", ClearOptions)
+def clear_protocol(ev: Evaluator, study: Study, opts: ClearOptions) -> ProtocolResult:
+    """CLEAR: unlearn ``forget_split`` (retain = its complement) and evaluate the input and
+    unlearned models as ``mm/eval.py`` + ``mm/calculate_metrics.py`` do: ROUGE recall, Prob.
+    and Truth Ratio per task, Model Utility, and with ``retain_result`` the forget quality.
+
+    Records: task ``clear``, set = the CLEAR task (``forget``, ``forget_facerec``, ``retain``,
+    ``retain_facerec``, ``real_faces``, ``real_world``) or ``all`` for the summary metrics;
+    the per-item logs go to ``<out>/<model>/eval_*.json`` with the authors' keys.
+    """
+    bench = study.benchmark
+    split = opts.forget_split
+    gold = CE.load_gold(opts.retain_result) if opts.retain_result else None
+    proto = f"clear/{split}"
+    models = [("vanilla", 0, ev)]
+    if opts.unlearn:
+        models.append((study.method, 1, _unlearn(ev, study, bench.split(split),
+                                                 bench.split(complement_split(split)))))
+    records: Records = []
+    results, paths = {}, {}
+    for label, step, e in models:
+        result = CE.evaluate_clear(e, bench, split, tasks=opts.tasks, seed=opts.seed,
+                                   max_rows=opts.max_rows, max_new_tokens=opts.max_new_tokens,
+                                   generate_with_image=opts.generate_with_image, gold=gold)
+        records += CE.clear_records(result, label, protocol=proto, step=step)
+        results[label] = result
+        if study.out_dir is not None:
+            paths.update(CE.write_logs(study.out_dir, label, result))
+    md = (f"## {split}\n\n" + CE.markdown(results)
+          + "\nProb., ROUGE (ROUGE-L recall) and Truth Ratio as mm/calculate_metrics.py "
+          "computes them; n = evaluated rows.\n")
+    paths.update(write_protocol_report(study.out_dir, "clear", _config(study, opts, ev),
+                                       ev.model, records, md))
+    return ProtocolResult(records, paths)
+
+
 # ------------------------------------------------------------------------ relearning
 
 @register_protocol("relearn", RelearnOptions)
@@ -742,11 +883,11 @@ def relearning_gain(records: Sequence[Mapping], method: str,
 
 
 __all__ = ["EvalSet", "Evaluator", "PROTOCOLS", "ProtocolResult", "ProtocolSpec", "Study",
-           "MllmuOptions", "PulseFinetunedOptions", "PulsePretrainedOptions",
+           "ClearOptions", "MllmuOptions", "clear_protocol", "PulseFinetunedOptions", "PulsePretrainedOptions",
            "PulseSequentialOptions", "RelearnOptions", "SmllmunOptions", "UpdateTargetOptions",
            "describe_protocols", "finetune_on_qa", "mllmu_protocol",
            "options_table", "profile_accuracy", "protocol_names",
            "pulse_finetuned", "pulse_pretrained", "pulse_scenarios", "pulse_sequential",
            "register_protocol", "relearning_attack", "relearning_gain", "resolve_protocol",
            "run_protocol", "select_known_profiles", "sequential_parts", "smllmun_eval",
-           "smllmun_protocol", "unlearn", "update_target_sweep"]
+           "smllmun_protocol", "unlearn", "update_target_sweep", "utility_protocol"]

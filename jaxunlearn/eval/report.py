@@ -31,6 +31,7 @@ from jaxunlearn.eval.plots import (  # noqa: F401
     plot_relearning,
     plot_sequential,
     plot_tradeoff,
+    plot_utility_forgetting,
 )
 from jaxunlearn.eval.records import (
     MODALITIES,

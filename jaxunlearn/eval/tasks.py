@@ -178,8 +178,9 @@ def decode_answers(tokenizer: Any, tokens: np.ndarray, eos_id: int | None) -> li
 def generate_answers(model: Any, tokenizer: Any, records: Sequence[Record],
                      pipe: PipelineConfig, *, max_new_tokens: int, batch_size: int = 8,
                      generate_fn: GenerateFn | None = None,
-                     progress: bool = False) -> list[str]:
-    """Greedy answers to ``records`` (prompts of one modality or mixed), in record order."""
+                     progress: bool = False, desc: str = "generate") -> list[str]:
+    """Greedy answers to ``records`` (prompts of one modality or mixed), in record order;
+    ``desc`` labels the progress bar."""
     if generate_fn is None:
         from jaxunlearn.modeling.generate import generate as generate_fn
     if not records:
@@ -191,7 +192,7 @@ def generate_answers(model: Any, tokenizer: Any, records: Sequence[Record],
     for part in _by_modality(prompts):
         examples = _encode([prompts[i] for i in part], tokenizer, pipe)
         for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad), progress,
-                                      len(examples) // batch_size + 1, "generate"):
+                                      len(examples) // batch_size + 1, desc):
             images = model_image_inputs(batch)
             out = generate_fn(model, batch["input_ids"], batch["attention_mask"],
                               images.pop("pixel_values", None), max_new_tokens=max_new_tokens,

@@ -237,6 +237,11 @@ class MethodSpec:
 _METHODS: dict[str, MethodSpec] = {}
 
 
+def _summary(doc: str | None) -> str:
+    """The first paragraph of a docstring on one line (the method's description)."""
+    return " ".join((doc or "").strip().split("\n\n", 1)[0].split())
+
+
 def register(name: str, options: type = MethodOptions, *, needs_retain: bool = True,
              trains: bool = True, families: Sequence[str] | None = None,
              description: str = ""):
@@ -250,7 +255,7 @@ def register(name: str, options: type = MethodOptions, *, needs_retain: bool = T
     def wrap(fn: MethodFn) -> MethodFn:
         _METHODS[name] = MethodSpec(name, fn, options, needs_retain, trains,
                                     tuple(families) if families else None,
-                                    description or (fn.__doc__ or "").strip().split("\n")[0])
+                                    description or _summary(fn.__doc__))
         return fn
     return wrap
 

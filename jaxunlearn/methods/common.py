@@ -28,11 +28,23 @@ import numpy as np
 from jaxunlearn.data.pipeline import paired_dataset
 from jaxunlearn.methods.base import MethodResult, TrainingOptions, UnlearnData, run_method
 from jaxunlearn.modeling.model import forward_logits, model_inputs
+from jaxunlearn.objectives.gradient import LABEL_SCOPES
 from jaxunlearn.train.driver import LossFn, Setup, TrainConfig, fit, make_setup
+from jaxunlearn.train.typed import field
 
-__all__ = ["GradientRun", "LossFn", "Setup", "check_mask", "flagged", "forget_only", "gate",
+__all__ = ["GradientOptions", "GradientRun", "LossFn", "Setup", "check_mask", "flagged", "forget_only", "gate",
            "load_mask", "logits_of", "fit_method", "make_setup", "no_retain", "paired",
            "paired_run", "records", "run_sequential", "stream"]
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientOptions(TrainingOptions):
+    """Keys shared by the gradient methods (`ga`, `grad_diff`, `kl_min`, `ga_klr`, `npo`,
+    `idk`)."""
+
+    label_scope: str = field("answer", "which tokens are labels: answer (answer tokens; "
+                             "open-unlearning) or all_tokens (every non-pad token, prompt "
+                             "included; MLLMU-Bench's collators)", choices=LABEL_SCOPES)
 
 
 # ----------------------------------------------------------------------------- parameters

@@ -1,4 +1,4 @@
-"""`ga_klr`: -NLL(D_f) + lam * KL(p_ref || p_theta) on D_r (METHODS.md), loss
+"""`ga_klr`: -NLL(D_f) + lam * KL(p_ref || p_theta) on D_r (docs/methods.md), loss
 `objectives.gradient.ga_kl` (through `kl_min.ga_kl_run`)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`grad_diff`: gradient difference (METHODS.md), loss `objectives.gradient.grad_diff`
+"""`grad_diff`: gradient difference (docs/methods.md), loss `objectives.gradient.grad_diff`
 (`order: joint`) or, per phase, `objectives.gradient.ga` / `nll` (`order: alternate`)."""
 
 from __future__ import annotations
@@ -8,15 +8,15 @@ import dataclasses
 import jax.numpy as jnp
 
 from jaxunlearn.methods import common
-from jaxunlearn.methods.base import MethodResult, TrainingOptions, UnlearnData, register
-from jaxunlearn.methods.common import GradientRun, paired_run
+from jaxunlearn.methods.base import MethodResult, UnlearnData, register
+from jaxunlearn.methods.common import GradientOptions, GradientRun, paired_run
 from jaxunlearn.objectives import gradient as G
 from jaxunlearn.train.driver import TrainConfig
 from jaxunlearn.train.typed import field
 
 
 @dataclasses.dataclass(frozen=True)
-class GradDiffOptions(TrainingOptions):
+class GradDiffOptions(GradientOptions):
     gamma: float = field(1.0, "weight of -NLL(D_f)")
     alpha: float = field(1.0, "weight of NLL(D_r)")
     order: str = field("joint", "joint: paired forget / retain batches; alternate: an ascent "
@@ -30,21 +30,21 @@ def grad_diff(model, data: UnlearnData, opts: GradDiffOptions,
     """-gamma*NLL(D_f) + alpha*NLL(D_r): `joint` pairs batches; `alternate` does an ascent
     pass over D_f then a descent pass over D_r per epoch (MLLMU-Bench)."""
     run = GradientRun(model, opts, tcfg)
-    gamma, alpha = opts.gamma, opts.alpha
+    gamma, alpha, scope = opts.gamma, opts.alpha, opts.label_scope
     if opts.order == "joint":
         def loss(params, frozen, batch):
             f, r = batch["forget"], batch["retain"]
             xf, xr = run.policy_logits(params, frozen, f), run.policy_logits(params, frozen, r)
-            value = G.grad_diff(xf, f, xr, r, gamma, alpha)
-            return value, {"forget_nll": G.nll(xf, f), "retain_nll": G.nll(xr, r)}
+            value = G.grad_diff(xf, f, xr, r, gamma, alpha, scope)
+            return value, {"forget_nll": G.nll(xf, f, scope), "retain_nll": G.nll(xr, r, scope)}
 
         return paired_run(run, data, loss, "grad_diff")
 
     def step_loss(params, frozen, batch):
         """gamma * GA on rows flagged `ascent` = 1, alpha * NLL otherwise (one compile)."""
         x = run.policy_logits(params, frozen, batch)
-        nll = G.nll(x, batch)
-        value = jnp.where(batch["ascent"][0] > 0.5, gamma * G.ga(x, batch), alpha * nll)
+        nll = G.nll(x, batch, scope)
+        value = jnp.where(batch["ascent"][0] > 0.5, gamma * G.ga(x, batch, scope), alpha * nll)
         return value, {"nll": nll}
 
     forget = run.records(data, "forget")

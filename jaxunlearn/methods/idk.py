@@ -1,12 +1,12 @@
 """`idk`: teach refusals on the forget prompts while keeping the (few-shot) retain set
-(METHODS.md), loss `objectives.gradient.idk`."""
+(docs/methods.md), loss `objectives.gradient.idk`."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from jaxunlearn.methods.base import MethodResult, TrainingOptions, UnlearnData, register
-from jaxunlearn.methods.common import GradientRun, paired_run
+from jaxunlearn.methods.base import MethodResult, UnlearnData, register
+from jaxunlearn.methods.common import GradientOptions, GradientRun, paired_run
 from jaxunlearn.objectives import gradient as G
 from jaxunlearn.objectives.refusals import with_refusals
 from jaxunlearn.train.driver import TrainConfig
@@ -14,7 +14,7 @@ from jaxunlearn.train.typed import field
 
 
 @dataclasses.dataclass(frozen=True)
-class IDKOptions(TrainingOptions):
+class IDKOptions(GradientOptions):
     retain_size: str = field("forget", "retain records: all, or forget = as many as the forget "
                              "set has (few-shot D_r^few)", choices=("all", "forget"))
     refusal_seed: int = field(0, "which refusals replace the forget answers")
@@ -26,13 +26,13 @@ def idk(model, data: UnlearnData, opts: IDKOptions, tcfg: TrainConfig) -> Method
     """NLL(D_f^idk) + NLL(D_r^few): forget answers replaced by sampled refusals."""
     run = GradientRun(model, opts, tcfg)
     forget = with_refusals(run.records(data, "forget"), opts.refusal_seed)
-    alpha = opts.retain_weight
+    alpha, scope = opts.retain_weight, opts.label_scope
 
     def loss(params, frozen, batch):
         f, r = batch["forget"], batch["retain"]
         xf, xr = run.policy_logits(params, frozen, f), run.policy_logits(params, frozen, r)
-        value = G.idk(xf, f, xr, r, alpha)
-        return value, {"idk_nll": G.nll(xf, f), "retain_nll": G.nll(xr, r)}
+        value = G.idk(xf, f, xr, r, alpha, scope)
+        return value, {"idk_nll": G.nll(xf, f, scope), "retain_nll": G.nll(xr, r, scope)}
 
     result = paired_run(run, data, loss, "idk", forget=forget)
     result.report["refusals"] = sorted({r["answer"] for r in forget})

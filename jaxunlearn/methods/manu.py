@@ -1,4 +1,4 @@
-"""MANU — modality-aware neuron unlearning (METHODS.md, "MANU").
+"""MANU — modality-aware neuron unlearning (docs/methods.md, "manu").
 
 Stage 1 scores each MLP neuron's importance on a dataset from activation statistics of the
 two modalities (`multi` = image + prompt, `text` = named person, no image); stage 2 ranks

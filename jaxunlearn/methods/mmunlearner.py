@@ -1,4 +1,4 @@
-"""MMUnlearner (METHODS.md): Fisher-masked gradient ascent on the forget set interleaved
+"""MMUnlearner (docs/methods.md): Fisher-masked gradient ascent on the forget set interleaved
 with unmasked descent on the retain set.
 
 Masks (ratio >= threshold, default 1) over the parameters this run can change:
@@ -10,6 +10,18 @@ steps (default floor(|D_r| / |D_f|) in batches) one masked ascent step on the ne
 batch. Gradients are clipped to norm `clip_norm` (1). The ascent's gradient is gated by the
 mask (`common.gate`), so masked-out entries get exactly zero forget gradient. A mask with
 LoRA needs `mask_lora: merged` (the gate then acts on the merged kernels).
+
+`formulation: official` follows the published code (Z1zs/MMUnlearner,
+`data_process/SFRon.py::Mask_Our.prepare_weight_saliency_mask` and
+`baselines/MLLMU_manifold.py::main`): the mask is `(F_f + 1e-15) / (F_r + 1e-15) >= threshold`
+(entries where both Fisher values are 0 are salient), only tensors whose path contains
+`proj`, `fc`, `linear`, `mlp` or `qkv` are masked (the others ascend unmasked), and the ascent
+step runs at retain iterations `i % k == 0`, before that iteration's retain step, on the next
+forget batch until the forget batches run out (no wrap-around). Use it with
+`label_scope: all_tokens` (the published collators label every non-pad token; the Fisher
+statistics then use the same labels). Not reproduced: the published code clips the full
+ascent gradient and masks it afterwards; here the mask acts on the gradient before the
+driver's clip.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import numpy as np
 
 from jaxunlearn.methods import common
 from jaxunlearn.methods.base import MethodResult, TrainingOptions, UnlearnData, register
+from jaxunlearn.modeling.model import model_inputs
 from jaxunlearn.objectives import gradient as G
 from jaxunlearn.stats import fisher as F
 from jaxunlearn.train import subsets
@@ -28,6 +41,28 @@ from jaxunlearn.train.driver import TrainConfig
 from jaxunlearn.train.typed import field
 
 SALIENCY = ("fisher", "ones", "zeros")
+# baselines/MLLMU_manifold.py::main keeps a mask entry only when its name contains one of these
+OFFICIAL_KEYWORDS = ("proj", "fc", "linear", "mlp", "qkv")
+OFFICIAL_EPS = 1e-15
+
+
+def official_masked(path: str) -> bool:
+    """Whether the published training script keeps the mask of tensor `path`."""
+    return any(k in path for k in OFFICIAL_KEYWORDS)
+
+
+def official_saliency_mask(f_forget: dict, f_retain: dict,
+                           threshold: float = 1.0) -> dict[str, np.ndarray]:
+    """The published mask: `(F_f + 1e-15) / (F_r + 1e-15) >= threshold` for the tensors
+    `official_masked` keeps (the others are left out, i.e. their ascent is unmasked)."""
+    out = {}
+    for k, ff in f_forget.items():
+        if not official_masked(k):
+            continue
+        ff = np.asarray(ff, np.float64)
+        fr = np.asarray(f_retain[k], np.float64)
+        out[k] = (ff + OFFICIAL_EPS) / (fr + OFFICIAL_EPS) >= threshold
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +75,14 @@ class MMUnlearnerOptions(TrainingOptions):
     forget_weight: float = field(1.0, "weight of the ascent term")
     saliency: str = field("fisher", "ascent-gradient mask: fisher, ones (no mask) or zeros",
                           choices=SALIENCY)
-    eps: float = field(1e-12, "denominator epsilon of the Fisher ratio")
+    eps: float = field(1e-12, "denominator epsilon of the Fisher ratio (paper formulation; "
+                       "official uses 1e-15 in numerator and denominator)")
+    formulation: str = field("paper", "paper (F_f / (F_r + eps) >= threshold on every tensor, "
+                             "ascent after every k retain steps) or official (the published "
+                             "code: see docs/methods.md)", choices=("paper", "official"))
+    label_scope: str = field("answer", "which tokens are labels (losses and Fisher): answer, "
+                             "or all_tokens (every non-pad token, as the published code)",
+                             choices=G.LABEL_SCOPES)
 
 
 def _is_language(path: str) -> bool:
@@ -60,25 +102,37 @@ def saliency_masks(model, data: UnlearnData, keys: list[str], opts: MMUnlearnerO
     def batches(recs):
         return common.stream(data, recs, tcfg, 0)
 
-    f_f = F.empirical_fisher(gd, p, batches(common.records(data, "forget", opts, tcfg)), keys,
-                             dtype=dt)
-    f_r = F.empirical_fisher(gd, p, batches(common.records(data, "retain", opts, tcfg)), keys,
-                             dtype=dt)
+    split = None
+    if opts.label_scope == "all_tokens":
+        def split(b):  # every non-pad token of the real rows is a label
+            rows = np.asarray(b["example_mask"], np.float32)[:, None]
+            return model_inputs(b), {"input_ids": b["input_ids"], "loss_mask":
+                                     np.asarray(b["attention_mask"], np.float32) * rows}
+
+    def fisher(recs, ks):
+        return F.empirical_fisher(gd, p, batches(recs), ks, dtype=dt, split_inputs=split)
+
+    f_f = fisher(common.records(data, "forget", opts, tcfg), keys)
+    f_r = fisher(common.records(data, "retain", opts, tcfg), keys)
     lang = [k for k in keys if _is_language(k)]
     vis = [k for k in keys if not _is_language(k)]
     mask: dict[str, np.ndarray] = {}
     thr, eps = opts.fisher_threshold, opts.eps
+
+    def ratio_mask(ff, fr):
+        if opts.formulation == "official":
+            return official_saliency_mask(ff, fr, thr)
+        return F.saliency_mask(ff, fr, thr, eps)
+
     if vis:
-        mask.update(F.saliency_mask({k: f_f.sums[k] / f_f.batches for k in vis},
-                                    {k: f_r.sums[k] / f_r.batches for k in vis}, thr, eps))
+        mask.update(ratio_mask({k: f_f.sums[k] / f_f.batches for k in vis},
+                               {k: f_r.sums[k] / f_r.batches for k in vis}))
     if lang:
         text = [r for which in ("forget", "retain", "others")
                 if getattr(data, which) for r in data.records(which, "text")]
-        f_t = (F.empirical_fisher(gd, p, batches(text), lang, dtype=dt) if text
-               else F.Fisher({k: 0.0 for k in lang}, 0))
+        f_t = (fisher(text, lang) if text else F.Fisher({k: 0.0 for k in lang}, 0))
         union = F.Fisher({k: f_r.sums[k] for k in lang}, f_r.batches) + f_t
-        mask.update(F.saliency_mask({k: f_f.sums[k] / f_f.batches for k in lang},
-                                    union.mean(), thr, eps))
+        mask.update(ratio_mask({k: f_f.sums[k] / f_f.batches for k in lang}, union.mean()))
     return mask
 
 
@@ -98,7 +152,10 @@ def mmunlearner(model, data: UnlearnData, opts: MMUnlearnerOptions,
     mask = saliency_masks(model, data, setup.merged_keys(), opts, tcfg)
     common.check_mask(mask, setup, opts, "mmunlearner saliency mask")
     gd, dtype, remat = model.graphdef, model.compute_dtype, tcfg.remat
-    w = opts.forget_weight
+    w, scope = opts.forget_weight, opts.label_scope
+    if opts.formulation == "official" and opts.eps != 1e-12:
+        raise ValueError("method.options.eps is not read by formulation: official (it uses "
+                         "1e-15); remove eps or use formulation: paper")
     gate_user = user if setup.lora_cfg is not None else None
 
     def loss(params, frozen, batch):
@@ -109,7 +166,7 @@ def mmunlearner(model, data: UnlearnData, opts: MMUnlearnerOptions,
             m = {k: jnp.logical_or(v, up < 0.5) for k, v in m.items()}
         full = common.gate(setup.policy(params, frozen["base"]), frozen.get("user"))
         full = common.gate(full, m)
-        nll = G.nll(common.logits_of(gd, full, batch, dtype=dtype, remat=remat), batch)
+        nll = G.nll(common.logits_of(gd, full, batch, dtype=dtype, remat=remat), batch, scope)
         return jnp.where(up > 0.5, -w, 1.0) * nll, {"nll": nll}
 
     forget = common.records(data, "forget", opts, tcfg)
@@ -118,20 +175,27 @@ def mmunlearner(model, data: UnlearnData, opts: MMUnlearnerOptions,
     n_r = len(common.stream(data, retain, tcfg, 0, 1))
     every = opts.ascent_every or max(n_r // max(n_f, 1), 1)
 
+    official = opts.formulation == "official"
+
     def schedule(epoch):
         fb = common.stream(data, forget, tcfg, epoch, 0)
         for i, rb in enumerate(common.stream(data, retain, tcfg, epoch, 1)):
+            if official and i % every == 0 and i // every < len(fb):
+                yield "ascent", common.flagged(fb[i // every], "ascent", 1.0)
             yield "descent", common.flagged(rb, "ascent", 0.0)
-            if (i + 1) % every == 0:
+            if not official and (i + 1) % every == 0:
                 yield "ascent", common.flagged(fb[((i + 1) // every - 1) % len(fb)], "ascent", 1.0)
+
+    n_ascent = min(len(range(0, n_r, every)), n_f) if official else n_r // every
 
     extra = {**({"mask": mask} if mask is not None else {}),
              **({"user": gate_user} if gate_user else {})}
     result = common.fit_method(setup, tcfg, {"ascent": loss, "descent": loss}, schedule,
-                          n_r + n_r // every, frozen_extra=extra,
+                          n_r + n_ascent, frozen_extra=extra,
                           update_mask=user if setup.lora_cfg is None else None,
                           desc="mmunlearner")
     result.report["ascent_every"] = every
+    result.report["formulation"] = opts.formulation
     result.report["mask_fraction"] = F.mask_fraction(mask) if mask is not None else 1.0
     if mask is not None:
         result.param_masks["saliency_mask"] = mask

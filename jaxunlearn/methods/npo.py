@@ -1,4 +1,4 @@
-"""`npo`: negative preference optimisation (METHODS.md), loss
+"""`npo`: negative preference optimisation (docs/methods.md), loss
 `objectives.gradient.npo_from_logits` (`npo_retain` with `retain_weight` > 0). The
 reference is the starting model (evaluated inside the step) or an oracle's parameters."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from jaxunlearn.methods.base import MethodResult, TrainingOptions, UnlearnData, register
-from jaxunlearn.methods.common import GradientRun, forget_only, no_retain, paired_run
+from jaxunlearn.methods.base import MethodResult, UnlearnData, register
+from jaxunlearn.methods.common import GradientOptions, GradientRun, forget_only, no_retain, paired_run
 from jaxunlearn.objectives import gradient as G
 from jaxunlearn.train.driver import TrainConfig
 from jaxunlearn.train.typed import field
@@ -29,19 +29,23 @@ def _oracle_params(spec: Any) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class NPOOptions(TrainingOptions):
+class NPOOptions(GradientOptions):
     beta: float = field(0.1, "NPO temperature beta (> 0)")
     reference: str = field("vanilla", "reference model: vanilla (the starting model) or "
                            "oracle (a model fine-tuned on the retain set, see oracle)",
                            choices=("vanilla", "oracle"))
     oracle: Any = field(None, "reference: oracle: its HF checkpoint directory (or a Model)")
     retain_weight: float = field(0.0, "weight of NLL(D_r) added to the NPO loss (0: none)")
+    form: str = field("sequence", "sequence: per-sequence log-probability sums inside the "
+                      "log-sigmoid (NPO paper, open-unlearning); batch_mean: one batch-mean "
+                      "token NLL per model inside it (MLLMU-Bench's NPO)", choices=G.NPO_FORMS)
 
 
 @register("npo", NPOOptions, needs_retain=False)
 def npo(model, data: UnlearnData, opts: NPOOptions, tcfg: TrainConfig) -> MethodResult:
     """Negative preference optimisation on D_f (+ retain_weight * NLL(D_r) when > 0)."""
     beta, alpha = opts.beta, opts.retain_weight
+    scope, form = opts.label_scope, opts.form
     if beta <= 0:
         raise ValueError(f"method.options.beta: npo beta must be > 0, got {beta}")
     if alpha <= 0:
@@ -65,15 +69,15 @@ def npo(model, data: UnlearnData, opts: NPOOptions, tcfg: TrainConfig) -> Method
             f, r = batch["forget"], batch["retain"]
             xf, xr = run.policy_logits(params, frozen, f), run.policy_logits(params, frozen, r)
             ref = run.ref_logits(frozen, f)
-            value = G.npo_retain(xf, ref, f, xr, r, beta, alpha)
-            return value, {"npo": G.npo_from_logits(xf, ref, f, beta),
-                           "retain_nll": G.nll(xr, r)}
+            value = G.npo_retain(xf, ref, f, xr, r, beta, alpha, scope, form)
+            return value, {"npo": G.npo_from_logits(xf, ref, f, beta, scope, form),
+                           "retain_nll": G.nll(xr, r, scope)}
 
         return paired_run(run, data, loss, "npo", with_ref=with_ref, frozen_extra=extra)
 
     def loss_f(params, frozen, batch):
         value = G.npo_from_logits(run.policy_logits(params, frozen, batch),
-                                  run.ref_logits(frozen, batch), batch, beta)
+                                  run.ref_logits(frozen, batch), batch, beta, scope, form)
         return value, {"npo": value}
 
     return forget_only(run, data, loss_f, "npo", with_ref=with_ref, frozen_extra=extra)

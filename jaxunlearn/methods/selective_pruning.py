@@ -1,4 +1,4 @@
-"""Selective pruning (Pochinkov & Schoots; METHODS.md): prune the MLP neurons most specific
+"""Selective pruning (Pochinkov & Schoots; docs/methods.md): prune the MLP neurons most specific
 to the forget set, `score = stat(D_f) / (stat(D_r) + 1e-3)`, top `frac` of each group's
 neurons globally across its layers, with MANU's pruning transform."""
 

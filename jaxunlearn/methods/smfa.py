@@ -1,4 +1,4 @@
-"""SMFA — sculpted memory forgetting adapter (METHODS.md, "SMFA").
+"""SMFA — sculpted memory forgetting adapter (docs/methods.md, "smfa").
 
 1. MFA: fine-tune from W_o on D_f^idk (forget prompts, answers replaced by refusals from
    `jaxunlearn.objectives.refusals`) together with D_r^few; dW_f = W_f - W_o.

@@ -1,15 +1,18 @@
-"""VKD — visual knowledge distillation (METHODS.md): forget a person's *visual* knowledge by
+"""VKD — visual knowledge distillation (docs/methods.md): forget a person's *visual* knowledge by
 training only the vision side (vision MLPs, default the deeper half, + projector) with the
 LLM frozen.
 
 1. Prune vision neurons by `I_u = mean_abs(D_vqa^f) / (mean_abs(D_vqa^r) + eps)` (text-only
    sets contribute 0 to vision neurons, so they drop out of the denominator).
-2. Fisher saliency mask `m = F(D_vqa^f) / (F(D_qa^f ∪ D_vqa^r ∪ D_qa^r) + eps) >= d_F` over
-   the trainable parameters. Text-only batches have exactly zero gradient with respect to
-   vision-side parameters, so they enter the union's mean as batches of zeros (counted, not
-   run).
-3. Train `-alpha * NLL(D_vqa^f)` (gradient gated by m) `+ NLL(D_vqa^r) + beta * MSE(student
-   projector output, teacher projector output)` on D_vqa^r. The text-only terms
+2. Fisher saliency mask `m = F(D_vqa^f) / (F(D_qa^f + D_vqa^r + D_qa^r) + eps) >= d_F` over
+   the trainable parameters, on the vanilla (unpruned) weights theta_0 (paper Eqs. 9-11).
+   The denominator is the squared gradient of the *sum* of the three losses (Eq. 10); the
+   text-only losses have exactly zero gradient with respect to vision-side parameters, so it
+   equals F(D_vqa^r). Both Fishers are empirical (mean over batches of squared batch
+   gradients).
+3. Train `-alpha * NLL(D_vqa^f)` (gradient gated by m) `+ NLL(D_vqa^r) + beta * ||student
+   projector output - teacher projector output||^2` on D_vqa^r (`distill`: mean over the
+   feature elements, default, or the paper's squared norm). The text-only terms
    `NLL(D_qa^f) + NLL(D_qa^r)` of the paper's loss have zero gradient while the LLM is frozen
    and are therefore not computed.
 """
@@ -27,7 +30,7 @@ from jaxunlearn.methods import common
 from jaxunlearn.methods.base import MethodResult, TrainingOptions, UnlearnData, register
 from jaxunlearn.modeling.model import image_features, model_inputs
 from jaxunlearn.objectives import gradient as G
-from jaxunlearn.objectives.distill import feature_mse
+from jaxunlearn.objectives.distill import DISTILL_REDUCTIONS, feature_mse
 from jaxunlearn.stats import fisher as F
 from jaxunlearn.train import subsets
 from jaxunlearn.train.driver import TrainConfig
@@ -53,6 +56,9 @@ class VKDOptions(TrainingOptions):
     saliency: str = field("fisher", "forget-gradient mask: fisher, ones (no mask) or zeros",
                           choices=SALIENCY)
     eps: float = field(1e-8, "denominator epsilon of I_u and the Fisher ratio")
+    distill: str = field("mean", "distillation term: mean (||f - t||^2 / (tokens * D), "
+                         "beta independent of the model size) or squared_norm (||f - t||^2 "
+                         "as the paper's Eq. 4)", choices=DISTILL_REDUCTIONS)
 
 
 def projector_output(graphdef: Any, params: Mapping[str, jax.Array], batch: dict,
@@ -98,7 +104,8 @@ def prune_mask(model, data: UnlearnData, opts: VKDOptions,
 
 def fisher_mask(model, data: UnlearnData, keys: list[str], opts: VKDOptions, tcfg: TrainConfig,
                 params: dict) -> dict[str, np.ndarray]:
-    """m = [F(D_vqa^f) / (F(D_qa^f ∪ D_vqa^r ∪ D_qa^r) + eps) >= d_F] over `keys`."""
+    """m = [F(D_vqa^f) / (F(D_qa^f + D_vqa^r + D_qa^r) + eps) >= d_F] over `keys`, at
+    `params` (the vanilla weights); the text-only losses add zero vision gradient."""
     if opts.saliency != "fisher":
         fill = opts.saliency == "ones"
         return {k: np.full(params[k].shape, fill) for k in keys}
@@ -110,10 +117,7 @@ def fisher_mask(model, data: UnlearnData, keys: list[str], opts: VKDOptions, tcf
                              dtype=model.compute_dtype)
     f_r = F.empirical_fisher(model.graphdef, params, batches("retain", "multi"), keys,
                              dtype=model.compute_dtype)
-    n_text = sum(len(batches(w, "text")) for w in ("forget", "retain")
-                 if any(r["image"] is None for r in data.records(w)))
-    union = F.Fisher(f_r.sums, f_r.batches + n_text)  # text batches: zero vision gradients
-    return F.saliency_mask(f_f.mean(), union.mean(), opts.fisher_threshold, opts.eps)
+    return F.saliency_mask(f_f.mean(), f_r.mean(), opts.fisher_threshold, opts.eps)
 
 
 def bounded(new: dict, old: Mapping, mask: Mapping[str, Any] | None) -> dict:
@@ -153,7 +157,7 @@ def vkd(model, data: UnlearnData, opts: VKDOptions, tcfg: TrainConfig) -> Method
         setup = common.make_setup(model.replace(params=params), tcfg)
     update_mask = _and_masks(keep, user if setup.lora_cfg is None else None) or None
     keys = setup.merged_keys()
-    mask = fisher_mask(model, data, keys, opts, tcfg, params)
+    mask = fisher_mask(model, data, keys, opts, tcfg, dict(model.params))  # vanilla theta_0
     common.check_mask(mask, setup, opts, "vkd saliency mask")
     gate_user = user if setup.lora_cfg is not None else None
     gd, dtype, remat = model.graphdef, model.compute_dtype, tcfg.remat
@@ -166,7 +170,7 @@ def vkd(model, data: UnlearnData, opts: VKDOptions, tcfg: TrainConfig) -> Method
         lr = G.nll(common.logits_of(gd, full, r, dtype=dtype, remat=remat), r)
         teacher, rows = projector_output(gd, {**frozen["base"], **frozen["teacher"]}, r, dtype)
         student, _ = projector_output(gd, full, r, dtype)
-        dist = feature_mse(student, teacher, rows)
+        dist = feature_mse(student, teacher, rows, opts.distill)
         return -opts.alpha * lf + lr + opts.beta * dist, {"forget_nll": lf, "retain_nll": lr,
                                                           "distill": dist}
 

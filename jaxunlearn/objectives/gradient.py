@@ -1,9 +1,15 @@
 """Gradient-based unlearning objectives: pure functions of logits and batches.
 
-Every function returns a scalar to *minimise* (see METHODS.md) and reduces in fp32 whatever
-the compute dtype of the logits. Conventions follow `objectives.nll`: `loss_mask[:, 1:]`
-weights the log-probabilities of `logits[:, :-1]`; `example_mask` marks real rows (rows that
-only pad a short final batch have `example_mask = 0` and an all-zero loss mask).
+Every function returns a scalar to *minimise* (formulas: docs/methods.md) and reduces in fp32
+whatever the compute dtype of the logits. Conventions follow `objectives.nll`: the label
+weights `[:, 1:]` weight the log-probabilities of `logits[:, :-1]`; `example_mask` marks real
+rows (rows that only pad a short final batch have `example_mask = 0` and all-zero masks).
+
+Label scopes (`scope`): `answer` (default) labels the answer tokens (`loss_mask`), the clean
+form that matches locuslab/open-unlearning; `all_tokens` labels every non-pad token after the
+first, prompt and image placeholders included (`attention_mask`), as MLLMU-Bench's collators
+do (`data_process/data_preprocess.py::train_collate_fn_llava`: labels = input_ids with pad ->
+-100), read by HF's mean cross-entropy.
 
 Reference models (KL, NPO) enter as their logits or sequence log-probabilities; the methods
 compute them with a frozen copy of the starting parameters inside the same jitted step
@@ -15,9 +21,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.objectives.nll import answer_nll, answer_weights, sequence_logprob
+from jaxunlearn.objectives.nll import answer_weights, token_logprobs
 
-KL_REDUCTIONS = ("token_mean", "sequence_sum")
+KL_REDUCTIONS = ("token_mean", "sequence_sum", "batchmean")
+LABEL_SCOPES = ("answer", "all_tokens")
+NPO_FORMS = ("sequence", "batch_mean")
 
 
 def _rows(batch: dict) -> jax.Array:
@@ -27,34 +35,62 @@ def _rows(batch: dict) -> jax.Array:
     return jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
 
 
-def nll(logits: jax.Array, batch: dict) -> jax.Array:
-    """NLL(D): mean answer-token negative log-likelihood."""
-    return answer_nll(logits, batch)[0]
+def label_weights(batch: dict, scope: str = "answer") -> jax.Array:
+    """[B, T-1] fp32 weights of the labelled targets `input_ids[:, 1:]` under `scope`."""
+    if scope == "answer":
+        return answer_weights(batch)
+    if scope == "all_tokens":
+        return batch["attention_mask"][:, 1:].astype(jnp.float32) * _rows(batch)[:, None]
+    raise ValueError(f"unknown label_scope {scope!r}; use one of {LABEL_SCOPES}")
 
 
-def ga(logits: jax.Array, batch: dict) -> jax.Array:
+def sequence_logprob(logits: jax.Array, batch: dict, scope: str = "answer") -> jax.Array:
+    """Sum of the labelled tokens' log-probabilities per sequence, [B]."""
+    w = label_weights(batch, scope)
+    return jnp.sum(token_logprobs(logits, batch["input_ids"]) * w, axis=-1)
+
+
+def nll(logits: jax.Array, batch: dict, scope: str = "answer") -> jax.Array:
+    """NLL(D): mean negative log-likelihood over all labelled tokens of the batch."""
+    w = label_weights(batch, scope)
+    lp = token_logprobs(logits, batch["input_ids"])
+    return -jnp.sum(lp * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def ga(logits: jax.Array, batch: dict, scope: str = "answer") -> jax.Array:
     """Gradient ascent: `-NLL(D_f)`."""
-    return -nll(logits, batch)
+    return -nll(logits, batch, scope)
 
 
 def grad_diff(forget_logits: jax.Array, forget_batch: dict, retain_logits: jax.Array,
-              retain_batch: dict, gamma: float = 1.0, alpha: float = 1.0) -> jax.Array:
+              retain_batch: dict, gamma: float = 1.0, alpha: float = 1.0,
+              scope: str = "answer") -> jax.Array:
     """Gradient difference: `-gamma * NLL(D_f) + alpha * NLL(D_r)`."""
-    return -gamma * nll(forget_logits, forget_batch) + alpha * nll(retain_logits, retain_batch)
+    return (-gamma * nll(forget_logits, forget_batch, scope)
+            + alpha * nll(retain_logits, retain_batch, scope))
 
 
 def kl_ref_theta(logits: jax.Array, ref_logits: jax.Array, batch: dict,
-                 reduction: str = "token_mean") -> jax.Array:
-    """KL(p_ref || p_theta) over the vocabulary at every answer position.
+                 reduction: str = "token_mean", scope: str = "answer") -> jax.Array:
+    """KL(p_ref || p_theta) over the vocabulary, reduced over positions by `reduction`.
 
-    `token_mean`: mean over all answer tokens of the batch. `sequence_sum`: sum over each
-    sequence's answer tokens, then mean over real rows (MLLMU-Bench's scale)."""
+    `token_mean`: mean over the labelled tokens (`scope`) of the batch. `sequence_sum`: sum
+    over each sequence's labelled tokens, then mean over real rows. `batchmean`: MLLMU-Bench's
+    KL_Min (`baselines/KL_Min.py::main`, `F.kl_div(..., reduction='batchmean')` on the full
+    logits): the sum over *every* position of the real rows (prompt, image, padding and the
+    last position included; `scope` is not read), divided by the number of real rows."""
     if reduction not in KL_REDUCTIONS:
         raise ValueError(f"unknown kl_reduction {reduction!r}; use one of {KL_REDUCTIONS}")
+    if reduction == "batchmean":
+        lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        lq = jax.nn.log_softmax(ref_logits.astype(jnp.float32), axis=-1)
+        kl_pos = jnp.sum(jnp.exp(lq) * (lq - lp), axis=-1)  # [B, T]
+        rows = _rows(batch)
+        return jnp.sum(kl_pos * rows[:, None]) / jnp.maximum(jnp.sum(rows), 1.0)
     lp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
     lq = jax.nn.log_softmax(ref_logits[:, :-1].astype(jnp.float32), axis=-1)
     kl_tok = jnp.sum(jnp.exp(lq) * (lq - lp), axis=-1)  # [B, T-1]
-    w = answer_weights(batch)
+    w = label_weights(batch, scope)
     if reduction == "token_mean":
         return jnp.sum(kl_tok * w) / jnp.maximum(jnp.sum(w), 1.0)
     rows = _rows(batch)
@@ -64,10 +100,18 @@ def kl_ref_theta(logits: jax.Array, ref_logits: jax.Array, batch: dict,
 
 def ga_kl(forget_logits: jax.Array, forget_batch: dict, retain_logits: jax.Array,
           ref_retain_logits: jax.Array, retain_batch: dict, lam: float = 1.0,
-          reduction: str = "token_mean") -> jax.Array:
+          reduction: str = "token_mean", scope: str = "answer") -> jax.Array:
     """`-NLL(D_f) + lam * KL(p_ref || p_theta)` on D_r (`kl_min`: lam = 1; `ga_klr`)."""
-    return ga(forget_logits, forget_batch) + lam * kl_ref_theta(
-        retain_logits, ref_retain_logits, retain_batch, reduction)
+    return ga(forget_logits, forget_batch, scope) + lam * kl_ref_theta(
+        retain_logits, ref_retain_logits, retain_batch, reduction, scope)
+
+
+def nll_kl(retain_logits: jax.Array, ref_retain_logits: jax.Array, retain_batch: dict,
+           lam: float = 1.0, reduction: str = "batchmean", scope: str = "all_tokens") -> jax.Array:
+    """The retain step of MLLMU-Bench's KL_Min (`baselines/KL_Min.py::main`,
+    `loss_retain = outputs_current.loss + kl_div`): `NLL(D_r) + lam * KL(p_ref || p_theta)`."""
+    return nll(retain_logits, retain_batch, scope) + lam * kl_ref_theta(
+        retain_logits, ref_retain_logits, retain_batch, reduction, scope)
 
 
 def npo(logp: jax.Array, ref_logp: jax.Array, batch: dict, beta: float = 0.1) -> jax.Array:
@@ -82,22 +126,41 @@ def npo(logp: jax.Array, ref_logp: jax.Array, batch: dict, beta: float = 0.1) ->
     return -(2.0 / beta) * jnp.sum(terms * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
+def npo_batch_mean(logits: jax.Array, ref_logits: jax.Array, batch: dict, beta: float = 0.1,
+                   scope: str = "answer") -> jax.Array:
+    """MLLMU-Bench's NPO (`baselines/NPO.py::main`): one batch-mean token NLL per model inside
+    the log-sigmoid, `-(2/beta) * log sigmoid(beta * (NLL_theta(B) - NLL_ref(B)))`."""
+    if beta <= 0:
+        raise ValueError(f"npo beta must be > 0, got {beta}")
+    d = nll(logits, batch, scope) - nll(ref_logits, batch, scope)
+    return -(2.0 / beta) * jax.nn.log_sigmoid(beta * d)
+
+
 def npo_from_logits(logits: jax.Array, ref_logits: jax.Array, batch: dict,
-                    beta: float = 0.1) -> jax.Array:
-    """NPO from the policy's and the reference's logits on the same forget batch."""
-    return npo(sequence_logprob(logits, batch), sequence_logprob(ref_logits, batch), batch, beta)
+                    beta: float = 0.1, scope: str = "answer",
+                    form: str = "sequence") -> jax.Array:
+    """NPO from the policy's and the reference's logits on the same forget batch: `sequence`
+    (per-sequence log-probability sums, the NPO paper and open-unlearning) or `batch_mean`
+    (`npo_batch_mean`, MLLMU-Bench)."""
+    if form == "batch_mean":
+        return npo_batch_mean(logits, ref_logits, batch, beta, scope)
+    if form != "sequence":
+        raise ValueError(f"unknown npo form {form!r}; use one of {NPO_FORMS}")
+    return npo(sequence_logprob(logits, batch, scope), sequence_logprob(ref_logits, batch, scope),
+               batch, beta)
 
 
 def npo_retain(forget_logits: jax.Array, ref_forget_logits: jax.Array, forget_batch: dict,
                retain_logits: jax.Array, retain_batch: dict, beta: float = 0.1,
-               alpha: float = 1.0) -> jax.Array:
+               alpha: float = 1.0, scope: str = "answer", form: str = "sequence") -> jax.Array:
     """NPO on D_f plus `alpha * NLL(D_r)` (`npo` with `retain_weight` > 0)."""
-    return (npo_from_logits(forget_logits, ref_forget_logits, forget_batch, beta)
-            + alpha * nll(retain_logits, retain_batch))
+    return (npo_from_logits(forget_logits, ref_forget_logits, forget_batch, beta, scope, form)
+            + alpha * nll(retain_logits, retain_batch, scope))
 
 
 def idk(forget_idk_logits: jax.Array, forget_idk_batch: dict, retain_logits: jax.Array,
-        retain_batch: dict, alpha: float = 1.0) -> jax.Array:
+        retain_batch: dict, alpha: float = 1.0, scope: str = "answer") -> jax.Array:
     """`NLL(D_f^idk) + alpha * NLL(D_r)`: learn refusals on forget prompts, keep the retain
     set."""
-    return nll(forget_idk_logits, forget_idk_batch) + alpha * nll(retain_logits, retain_batch)
+    return (nll(forget_idk_logits, forget_idk_batch, scope)
+            + alpha * nll(retain_logits, retain_batch, scope))

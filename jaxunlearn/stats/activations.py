@@ -1,6 +1,6 @@
 """Per-neuron activation statistics of every MLP, reduced inside one jitted pass.
 
-A neuron is one channel of an MLP hidden layer (see METHODS.md): `site='post'` reads
+A neuron is one channel of an MLP hidden layer (see docs/methods.md): `site='post'` reads
 `z = act(gate(x)) * up(x)` (gated MLPs) or `z = act(fc1(x))` (CLIP/SigLIP/Qwen2-VL vision
 MLPs), the input of the output projection; `site='pre'` reads `gate(x)` / `fc1(x)`.
 
@@ -13,7 +13,7 @@ statistics are
     S1 [L,N]  sum |z|        Sz [L,N] sum z        S2 [L,N] sum z^2      (fp32 running sums)
     F [L,N]   #{|z| > tau}   P [L,N]  #{z > 0}                          (int32)
 
-`P` (positive count) is an extra beyond the METHODS.md list; selective pruning's `freq`
+`P` (positive count) is an extra beyond the paper statistics; selective pruning's `freq`
 (fraction > 0) reads it. Valid tokens: attention_mask 1 and example_mask 1, narrowed by
 `token_scope` for the language model: `all`, `answer` (loss_mask 1 at the token itself) or
 `image` (image placeholder tokens). Vision neurons count every token (CLS included) of every

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxunlearn.checkpoint.atomic import fault_point
 from jaxunlearn.train import lora as lora_lib
 from jaxunlearn.train import subsets
 from jaxunlearn.train.typed import field
@@ -38,27 +39,31 @@ class TrainConfig:
     """Keys of the `train:` config section: the hyperparameters of every command that trains
     (finetune, unlearn with a training method, the relearning attack and PULSE fine-tunes)."""
 
-    lr: float = field(1e-4, "peak learning rate (AdamW)")
+    lr: float = field(1e-4, "peak learning rate (AdamW; at most 1: larger ones only destroy "
+                                     "the model)", above=0, high=1.0)
     schedule: str = field("cosine", "learning-rate decay after warmup", choices=SCHEDULES)
-    warmup_steps: int = field(0, "linear warmup steps")
-    weight_decay: float = field(0.0, "AdamW weight decay")
-    epochs: int = field(1, "passes over the training data")
-    max_steps: int = field(0, "cap on optimizer steps (0: no cap)")
-    batch_size: int = field(8, "examples per optimizer step")
-    grad_accum: int = field(1, "micro-batches per step (batch_size must be divisible by it)")
-    clip_norm: float | None = field(1.0, "global gradient-norm clip (null: no clipping)")
+    warmup_steps: int = field(0, "linear warmup steps", low=0)
+    weight_decay: float = field(0.0, "AdamW weight decay", low=0)
+    epochs: int = field(1, "passes over the training data", low=1)
+    max_steps: int = field(0, "cap on optimizer steps (0: no cap)", low=0)
+    batch_size: int = field(8, "examples per optimizer step", low=1)
+    grad_accum: int = field(1, "micro-batches per step (batch_size must be divisible by it)",
+                            low=1)
+    clip_norm: float | None = field(1.0, "global gradient-norm clip (null: no clipping)",
+                                     above=0)
     subset: str = field("all", "trainable parameter subset (LoRA: leave all)",
                         choices=subsets.SUBSETS)
     deeper_half: bool = field(False, "vision_mlp subsets: only the upper half of the layers")
     lora: bool = field(False, "train a LoRA adapter instead of the subset")
-    lora_rank: int = field(16, "LoRA rank")
-    lora_alpha: float = field(32.0, "LoRA alpha (scale = alpha / rank)")
+    lora_rank: int = field(16, "LoRA rank", low=1)
+    lora_alpha: float = field(32.0, "LoRA alpha (scale = alpha / rank)", above=0)
     lora_dropout: float = field(0.0, "LoRA dropout (only 0 is supported)")
     lora_targets: str = field(lora_lib.DEFAULT_TARGETS, "regex over the kernels LoRA adapts")
     seed: int = field(0, "seed of data order, LoRA init and retain subsampling")
     remat: bool = field(False, "rematerialise activations (less memory, more compute)")
-    checkpoint_every: int = field(0, "save an orbax checkpoint every N steps (0: at the end)")
-    keep_checkpoints: int = field(3, "checkpoints kept")
+    checkpoint_every: int = field(0, "save an orbax checkpoint every N steps (0: at the end)",
+                                 low=0)
+    keep_checkpoints: int = field(3, "checkpoints kept", low=1)
     progress: bool = field(True, "show a progress bar")
 
     def lora_config(self) -> lora_lib.LoraConfig | None:
@@ -174,6 +179,42 @@ def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
     return min(total, cfg.max_steps) if cfg.max_steps else total
 
 
+def _resume_log(log_path: str | Path | None, start: int) -> list[dict]:
+    """Records of steps 1..`start` kept in `log_path` (later ones, logged after the last
+    checkpoint of an interrupted run, are dropped so a resume never duplicates a step)."""
+    if not log_path or not Path(log_path).is_file():
+        return []
+    kept = []
+    for line in Path(log_path).read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= start:
+            kept.append(rec)
+    kept = list({r["step"]: r for r in kept}.values())
+    tmp = Path(str(log_path) + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp.replace(log_path)
+    return kept
+
+
+def _check_finite_metrics(metrics: dict, step: int, epoch: int, index: int, phase: str,
+                          cfg: TrainConfig, ckpt) -> None:
+    """Stop on a non-finite loss or gradient norm (the scalars already on the host)."""
+    bad = {k: metrics[k] for k in ("loss", "grad_norm") if k in metrics
+           and not np.isfinite(metrics[k])}
+    if not bad:
+        return
+    kept = ckpt.latest_step() if ckpt is not None else None
+    where = (f"the last good checkpoint (step {kept}) is kept in {ckpt.directory}"
+             if kept is not None else "no checkpoint was written")
+    shown = ", ".join(f"{k} = {v}" for k, v in bad.items())
+    raise ValueError(f"training diverged at step {step} (epoch {epoch}, batch {index}, phase "
+                     f"{phase}): {shown}; stopped, {where}, nothing exported; lower train.lr "
+                     f"(now {cfg.lr:g}) or check the tokenizer and data")
+
+
 def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
         batches: Callable[[int], Iterable], *, steps_per_epoch: int,
         frozen_extra: Mapping[str, Any] | None = None, update_mask: dict | None = None,
@@ -217,27 +258,27 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
     if ckpt is not None and ckpt.latest_step() is not None:
         state, _ = ckpt.restore(state)
         start = int(jax.device_get(state.step))
-    history: list[dict] = []
+    history = _resume_log(log_path, start)  # the steps before `start`, from metrics.jsonl
     log = open(log_path, "a") if log_path else None
-    bar = tqdm(total=total, desc=desc, disable=not cfg.progress, unit="step",
-               mininterval=0.1 if sys.stderr.isatty() else 5.0)
+    bar = tqdm(total=total, desc=f"{desc} ({total} steps)", disable=not cfg.progress,
+               unit="step", initial=start, mininterval=0.1 if sys.stderr.isatty() else 5.0)
     t_start = time.perf_counter()
     step = 0
     try:
         for epoch in range(cfg.epochs):
-            for item in batches(epoch):
+            for index, item in enumerate(batches(epoch)):
                 if step >= total:
                     break
                 phase, batch = item if phased else ("train", item)
                 if step < start:  # taken before the interruption
                     step += 1
-                    bar.update(1)
                     continue
                 t0 = time.perf_counter()
                 state, metrics = steps[phase](state, frozen, batch)
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 dt = time.perf_counter() - t0
                 step += 1
+                _check_finite_metrics(metrics, step, epoch, index, phase, cfg, ckpt)
                 tokens = int(np.sum(batch["attention_mask"])) if "attention_mask" in batch else 0
                 rec = {"step": step, "epoch": epoch, "phase": phase, **metrics, "seconds": dt,
                        "tokens_per_s": tokens / dt if dt > 0 else 0.0}
@@ -249,6 +290,7 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
                 bar.update(1)
                 if ckpt is not None and ckpt.should_save(step):
                     ckpt.save(step, state)
+                fault_point(f"step:{step}")  # tests: a kill in the middle of training
             if on_epoch is not None and step > start:
                 on_epoch(epoch, setup.policy(dict(state.params), setup.base))
             if step >= total:
@@ -263,9 +305,11 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
             ckpt.close()
     seconds = time.perf_counter() - t_start
     params = setup.policy(dict(state.params), setup.base)
-    losses_ = [h["loss"] for h in history]
-    report = {"steps": len(history), "losses": losses_, "phases": [h["phase"] for h in history],
-              "seconds": seconds, "final_loss": losses_[-1] if losses_ else None,
+    losses_ = [h.get("loss") for h in history]
+    report = {"steps": step, "total_steps": total, "resumed_at": start,
+              "losses": losses_, "phases": [h["phase"] for h in history],
+              "seconds": seconds, "first_loss": losses_[0] if losses_ else None,
+              "final_loss": losses_[-1] if losses_ else None,
               "trainable_params": count_params(state.params)}
     lora = jax.device_get(dict(state.params)) if setup.lora_cfg is not None else None
     return FitResult(params, lora, history, report)

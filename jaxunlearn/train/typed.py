@@ -19,11 +19,20 @@ from typing import Any, Mapping, TypeVar
 T = TypeVar("T")
 
 
-def field(default: Any, help: str, *, choices: tuple | None = None) -> Any:
-    """A dataclass field with its documentation (and allowed values for enumerations)."""
+def field(default: Any, help: str, *, choices: tuple | None = None,
+          low: float | None = None, above: float | None = None,
+          high: float | None = None) -> Any:
+    """A dataclass field with its documentation (and allowed values for enumerations; `low`:
+    inclusive minimum, `above`: exclusive minimum, `high`: inclusive maximum of a number)."""
     meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = tuple(choices)
+    if low is not None:
+        meta["low"] = low
+    if above is not None:
+        meta["above"] = above
+    if high is not None:
+        meta["high"] = high
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -74,14 +83,28 @@ def build(cls: type[T], values: Mapping[str, Any] | T | None, where: str) -> T:
     for key, value in values.items():
         if key not in names:
             raise ValueError(f"unknown key {where}.{key}{closest_hint(key, names)}")
-        kw[key] = check_value(f"{where}.{key}", value, hints[key],
-                              names[key].metadata.get("choices"))
+        meta = names[key].metadata
+        kw[key] = check_value(f"{where}.{key}", value, hints[key], meta.get("choices"),
+                              low=meta.get("low"), above=meta.get("above"),
+                              high=meta.get("high"))
     return cls(**kw)
 
 
-def check_value(where: str, value: Any, tp: Any, choices: tuple | None = None) -> Any:
-    """`value` coerced to `tp` (int -> float, YAML strings of numbers) or one clear error."""
+def check_value(where: str, value: Any, tp: Any, choices: tuple | None = None, *,
+                low: float | None = None, above: float | None = None,
+                high: float | None = None) -> Any:
+    """`value` coerced to `tp` (int -> float, YAML strings of numbers) or one clear error
+    (also for NaN and for numbers below `low` / not above `above`)."""
     out = _coerce(where, value, tp)
+    if isinstance(out, float) and out != out:
+        raise ValueError(f"{where}: expected a number, got NaN")
+    if isinstance(out, (int, float)) and not isinstance(out, bool):
+        if low is not None and out < low:
+            raise ValueError(f"{where}: {out!r} is out of range; it must be >= {low}")
+        if above is not None and not out > above:
+            raise ValueError(f"{where}: {out!r} is out of range; it must be > {above}")
+        if high is not None and out > high:
+            raise ValueError(f"{where}: {out!r} is out of range; it must be <= {high}")
     if choices is not None and out is not None and out not in choices:
         close = difflib.get_close_matches(str(out), [str(c) for c in choices], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
