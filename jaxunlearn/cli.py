@@ -33,7 +33,7 @@ def cmd_data(a) -> int:
             if value < least:
                 raise ValueError(f"data synth {flag} {value}: must be at least {least}")
         synth_main(a.out, seed=a.seed, n_profiles=a.profiles, n_celebrities=a.celebrities,
-                   image_size=a.image_size)
+                   image_size=a.image_size, overwrite=a.overwrite)
     else:
         show_main(a.dir)
     return 0
@@ -193,11 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="synthetic benchmark and dataset statistics")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     q = dsub.add_parser("synth", help="write the synthetic benchmark (MLLMU-Bench layout)")
-    q.add_argument("--out", required=True)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--profiles", type=int, default=100)
-    q.add_argument("--celebrities", type=int, default=30)
-    q.add_argument("--image-size", type=int, default=64)
+    q.add_argument("--out", required=True, help="output directory (written whole, then renamed)")
+    q.add_argument("--seed", type=int, default=0, help="seed of names, faces and questions")
+    q.add_argument("--profiles", type=int, default=100, help="fictitious people (>= 1)")
+    q.add_argument("--celebrities", type=int, default=30, help="celebrity profiles (>= 0)")
+    q.add_argument("--image-size", type=int, default=64, help="face image side in pixels (>= 8)")
+    q.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     q = dsub.add_parser("show", help="print a benchmark directory's statistics")
     q.add_argument("dir")
     p.set_defaults(fn=cmd_data)

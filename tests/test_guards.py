@@ -441,3 +441,21 @@ def test_overwrite_never_deletes_an_input(world, capsys, tmp_path):
                "model.checkpoint", str(out))
     assert _snapshot(out) == before
     assert not [p for p in tmp_path.iterdir() if p.name != "run"]
+
+
+def test_data_synth_never_mixes_or_destroys(tmp_path, capsys):
+    """`data synth` writes through a temporary directory, refuses a non-empty --out and
+    replaces it whole with --overwrite."""
+    out = tmp_path / "bench"
+    small = ["--profiles", "2", "--celebrities", "1", "--image-size", "8"]
+    assert main(["data", "synth", "--out", str(out), *small]) == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    capsys.readouterr()
+    assert main(["data", "synth", "--out", str(out), *small, "--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "--overwrite" in err[0]
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    (out / "stray.txt").write_text("x")
+    assert main(["data", "synth", "--out", str(out), *small, "--overwrite"]) == 0
+    assert not (out / "stray.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

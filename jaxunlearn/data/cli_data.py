@@ -11,11 +11,18 @@ from jaxunlearn.data.synthetic import SynthConfig, write_synthetic
 
 
 def synth_main(out_dir: str, seed: int = 0, n_profiles: int = 100, n_celebrities: int = 30,
-               image_size: int = 64) -> Path:
-    """Write the synthetic benchmark to ``out_dir`` (MLLMU-Bench layout) and print a summary."""
+               image_size: int = 64, overwrite: bool = False) -> Path:
+    """Write the synthetic benchmark to ``out_dir`` (MLLMU-Bench layout) and print a summary.
+
+    The benchmark is written into a temporary sibling and renamed into place when complete;
+    an existing non-empty ``out_dir`` is refused unless ``overwrite`` (then replaced whole)."""
+    from jaxunlearn.checkpoint.atomic import atomic_directory, refuse_existing
+
+    refuse_existing(out_dir, overwrite)
     cfg = SynthConfig(seed=seed, n_profiles=n_profiles, n_celebrities=n_celebrities,
                       image_size=image_size)
-    bench = write_synthetic(out_dir, cfg)
+    with atomic_directory(out_dir) as tmp:
+        bench = write_synthetic(tmp, cfg)
     print(f"wrote {len(bench.profiles)} profiles + {len(bench.celebrities)} celebrities "
           f"to {out_dir}")
     return Path(out_dir)
