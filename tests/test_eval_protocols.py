@@ -31,7 +31,6 @@ class NoiseOptions(base.MethodOptions):
     scale: float = field(0.05, "noise standard deviation")
 
 
-@base.register("test_noise", NoiseOptions, needs_retain=True)
 def _test_noise(model, data, opts, tcfg):
     """Test-only 'unlearning': Gaussian noise on train.subset (cheap, no compilation)."""
     CALLS.append([p.id for p in data.forget])
@@ -45,10 +44,18 @@ def _test_noise(model, data, opts, tcfg):
     return base.MethodResult(new, {"forget_ids": CALLS[-1]})
 
 
+def register_noise(monkeypatch) -> None:
+    """Register `test_noise` for one test only (a registration at import time would leak into
+    every test that walks the method registry in the same process)."""
+    base.register("test_noise", NoiseOptions, needs_retain=True)(_test_noise)
+    monkeypatch.setitem(base._METHODS, "test_noise", base._METHODS.pop("test_noise"))
+
+
 @pytest.fixture(autouse=True)
 def _only_test_method(monkeypatch):
-    """Do not import the (concurrently developed) real methods: these tests are about protocols."""
+    """These tests are about protocols: the cheap `test_noise` method, the real ones unloaded."""
     monkeypatch.setattr(base, "_import_all", lambda: None)
+    register_noise(monkeypatch)
     CALLS.clear()
 
 

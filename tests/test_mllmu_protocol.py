@@ -1,5 +1,5 @@
 """The `mllmu` protocol reproduces MLLMU-Bench's `eval.py` (franciscoliu/MLLMU-Bench, commit
-0e3098e; facts with citations in the coordination note MLLMU_FACTS.md).
+0e3098e; facts with citations in docs/sources/mllmu-bench.md).
 
 - canned generations through the protocol's evaluation (a fake `generate_fn`): the letter,
   the cloze rule, ROUGE and BLEU equal what `eval.py`'s code gives on `prompt + continuation`

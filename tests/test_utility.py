@@ -307,13 +307,14 @@ def test_utility_rows_and_plot_across_methods(tmp_path):
 
 
 def test_pulse_sequential_runs_utility_after_each_request(tiny_vanilla, tmp_path, monkeypatch):
-    import test_eval_protocols as TP  # registers the cheap test_noise method
+    import test_eval_protocols as TP  # the cheap test_noise method
     from jaxunlearn.eval import protocols as P
     from jaxunlearn.eval.evaluate import Evaluator
     from jaxunlearn.methods import base
     from jaxunlearn.train import TrainConfig
 
     monkeypatch.setattr(base, "_import_all", lambda: None)
+    TP.register_noise(monkeypatch)
     model, tok, bench, pipe = tiny_vanilla
     ev = Evaluator(model, tok, pipe, TP.FAST)
     tsv = write_mmbench(tmp_path / "MMBench_DEV_EN.tsv")

@@ -1,7 +1,7 @@
 """CLEAR (``therem/CLEAR``) as published: read a local copy into a :class:`Benchmark`.
 
 The layout is the dataset's (one folder per config, parquet shards ``train-*``; facts with
-citations in the coordination note ``CLEAR_FACTS.md``), as ``huggingface-cli download
+citations in ``docs/sources/clear.md``), as ``huggingface-cli download
 therem/CLEAR --repo-type dataset --local-dir DIR`` or ``git clone`` lays it out::
 
     full/  full+tofu/                    every fictitious image (+ the TOFU text QA)

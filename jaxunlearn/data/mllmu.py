@@ -2,7 +2,7 @@
 
 The layout is the one of the dataset ``MLLMMU/MLLMU-Bench`` and its code
 (``franciscoliu/MLLMU-Bench``: ``eval.py``, ``finetune.py``, ``data_process/data_preprocess.py``;
-the facts with citations are in ``docs``/the coordination note ``MLLMU_FACTS.md``)::
+the facts with citations are in ``docs/sources/mllmu-bench.md``)::
 
     Full_Set/   train-00000-of-00001.parquet     the 500 fictitious profiles (few-shot source)
     Retain_Set/ train-00000-of-00001.parquet     the real celebrities

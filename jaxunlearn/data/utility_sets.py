@@ -1,6 +1,6 @@
 """Loaders for general-utility benchmarks from their published local files.
 
-Layouts (facts in /work/coord/UTILITY_FACTS.md):
+Layouts (as the benchmarks publish them; facts with citations in docs/sources/utility-benchmarks.md):
 
 - MMBench: one VLMEvalKit TSV (e.g. ``MMBench_DEV_EN.tsv``) with columns ``index``,
   ``question``, ``hint``, ``A``..``D`` (missing options empty), ``answer``, ``category`` and

@@ -3,8 +3,8 @@
 Restated from ``mm/eval.py`` (per-item losses, generation, ROUGE recall),
 ``config/mm/eval.yaml`` (the six tasks, their questions and answer columns) and
 ``mm/calculate_metrics.py`` (``compute_model_utility``, ``evaluate_forget_quality``), plus the
-grouped metrics of ``mm/build_mod_table.py``; facts with citations in the coordination note
-``CLEAR_FACTS.md``. Nothing here runs a model: inputs are the per-item logs the authors write
+grouped metrics of ``mm/build_mod_table.py``; facts with citations in
+``docs/sources/clear.md``. Nothing here runs a model: inputs are the per-item logs the authors write
 (``avg_gt_loss``, ``avg_paraphrased_loss``, ``average_perturb_loss``, ``generated_text``), keyed
 by item index, per task file (``eval_log_forget.json`` ...).
 """

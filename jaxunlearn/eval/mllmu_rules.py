@@ -1,7 +1,7 @@
 """MLLMU-Bench's own evaluation rules (``franciscoliu/MLLMU-Bench``, ``eval.py``) as pure functions.
 
-Everything here restates ``eval.py`` (commit ``0e3098e``; facts with citations in the
-coordination note ``MLLMU_FACTS.md``): the prompts per task and modality in LLaVA wording, the
+Everything here restates ``eval.py`` (commit ``0e3098e``; facts with citations in
+``docs/sources/mllmu-bench.md``): the prompts per task and modality in LLaVA wording, the
 answer extraction, the cloze rule, generation ROUGE / BLEU, the few-shot demonstrations, the
 test-image choice and the aggregation. Nothing here runs a model.
 

@@ -1,7 +1,7 @@
 """General-utility benchmarks: MMBench, MMMU, MM-Vet and LLaVA-Bench (In-the-Wild).
 
 Each benchmark is read from its published local files (:mod:`jaxunlearn.data.utility_sets`)
-and scored by its authors' rule (facts and sources in /work/coord/UTILITY_FACTS.md):
+and scored by its authors' rule (facts with citations in docs/sources/utility-benchmarks.md):
 
 - MMBench: VLMEvalKit's prompt (hint, question, lettered options, instruction); answers
   matched to a letter by VLMEvalKit's exact matching (``can_infer``: option letter, else a
