@@ -60,3 +60,33 @@ def merge_image_features(embeds: jax.Array, input_ids: jax.Array, image_token_id
     idx = jnp.clip(jnp.cumsum(is_img) - 1, 0, features.shape[0] - 1)
     gathered = jnp.take(features.astype(embeds.dtype), idx, axis=0)
     return jnp.where(is_img[:, None], gathered, embeds.reshape(-1, d)).reshape(b, t, d)
+
+
+class ProjectedVisionLM:
+    """What LLaVA-1.5 and LLaVA-OneVision share (written once): the HF vision-feature
+    selection of `vision_tower`, the projector, and the output head (tied or `lm_head`).
+
+    Subclasses (nnx modules) set `config`, `vision_tower`, `multi_modal_projector`,
+    `language_model` and, unless embeddings are tied, `lm_head`."""
+
+    def init_head(self, c, rngs: nnx.Rngs) -> None:
+        """`lm_head` unless the config ties it to the input embeddings."""
+        if not c.tie_word_embeddings:
+            self.lm_head = Linear(c.text.hidden_size, c.text.vocab_size, use_bias=False,
+                                  axes=("embed", "vocab"), rngs=rngs)
+
+    def vision_features(self, pixel_values: jax.Array, probes: list | None = None) -> jax.Array:
+        """Selected vision hidden states [images or crops, tokens, D_vision * n_layers]."""
+        c = self.config
+        return select_feature_layers(self.vision_tower, pixel_values, c.feature_layers,
+                                     c.vision_feature_select_strategy,
+                                     c.vision.num_hidden_layers, probes)
+
+    def image_features(self, pixel_values: jax.Array, probes: list | None = None) -> jax.Array:
+        """Projected features [images or crops, tokens, D_text]."""
+        return self.multi_modal_projector(self.vision_features(pixel_values, probes))
+
+    def lm_logits(self, hidden: jax.Array) -> jax.Array:
+        if self.config.tie_word_embeddings:
+            return self.language_model.embed_tokens.attend(hidden)
+        return self.lm_head(hidden)

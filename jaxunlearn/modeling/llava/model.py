@@ -7,14 +7,17 @@ import jax
 from flax import nnx
 
 from jaxunlearn.modeling.decoder import LlamaModel
-from jaxunlearn.modeling.layers import Linear
 from jaxunlearn.modeling.llava.clip import CLIPVisionTransformer
 from jaxunlearn.modeling.llava.config import LlavaConfig
 from jaxunlearn.modeling.multimodal import (
-    MultiModalProjector, default_positions, merge_image_features, select_feature_layers,
+    MultiModalProjector,
+    ProjectedVisionLM,
+    default_positions,
+    merge_image_features,
 )
 
-class LlavaForConditionalGeneration(nnx.Module):
+
+class LlavaForConditionalGeneration(ProjectedVisionLM, nnx.Module):
     family = "llava"
 
     def __init__(self, c: LlavaConfig, rngs: nnx.Rngs):
@@ -22,21 +25,7 @@ class LlavaForConditionalGeneration(nnx.Module):
         self.vision_tower = CLIPVisionTransformer(c.vision, rngs)
         self.multi_modal_projector = MultiModalProjector(c, rngs)
         self.language_model = LlamaModel(c.text, rngs)
-        if not c.tie_word_embeddings:
-            self.lm_head = Linear(c.text.hidden_size, c.text.vocab_size, use_bias=False,
-                                  axes=("embed", "vocab"), rngs=rngs)
-
-    # -- vision
-    def vision_features(self, pixel_values: jax.Array, probes: list | None = None) -> jax.Array:
-        """Selected CLIP hidden states [N_img, tokens, D_vision * n_layers], pre-projector."""
-        c = self.config
-        return select_feature_layers(self.vision_tower, pixel_values, c.feature_layers,
-                                     c.vision_feature_select_strategy,
-                                     c.vision.num_hidden_layers, probes)
-
-    def image_features(self, pixel_values: jax.Array, probes: list | None = None) -> jax.Array:
-        """Projected image features [N_img, tokens, D_text]."""
-        return self.multi_modal_projector(self.vision_features(pixel_values, probes))
+        self.init_head(c, rngs)
 
     # -- shared family interface
     def embed_inputs(self, input_ids: jax.Array, attention_mask: jax.Array,
@@ -53,7 +42,3 @@ class LlavaForConditionalGeneration(nnx.Module):
             embeds = merge_image_features(embeds, input_ids, self.config.image_token_id, feats)
         return embeds, default_positions(attention_mask)
 
-    def lm_logits(self, hidden: jax.Array) -> jax.Array:
-        if self.config.tie_word_embeddings:
-            return self.language_model.embed_tokens.attend(hidden)
-        return self.lm_head(hidden)

@@ -8,15 +8,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxunlearn.modeling.decoder import LlamaModel
-from jaxunlearn.modeling.layers import Linear, param
+from jaxunlearn.modeling.layers import param
 from jaxunlearn.modeling.llava_onevision.config import OneVisionConfig
 from jaxunlearn.modeling.llava_onevision.siglip import SiglipVisionTransformer
 from jaxunlearn.modeling.multimodal import (
-    MultiModalProjector, default_positions, select_feature_layers,
+    MultiModalProjector,
+    ProjectedVisionLM,
+    default_positions,
 )
 
 
-class LlavaOnevisionForConditionalGeneration(nnx.Module):
+class LlavaOnevisionForConditionalGeneration(ProjectedVisionLM, nnx.Module):
     family = "llava_onevision"
 
     def __init__(self, c: OneVisionConfig, rngs: nnx.Rngs):
@@ -25,21 +27,7 @@ class LlavaOnevisionForConditionalGeneration(nnx.Module):
         self.multi_modal_projector = MultiModalProjector(c, rngs)
         self.image_newline = param(rngs, (c.text.hidden_size,), ("embed",))
         self.language_model = LlamaModel(c.text, rngs)
-        if not c.tie_word_embeddings:
-            self.lm_head = Linear(c.text.hidden_size, c.text.vocab_size, use_bias=False,
-                                  axes=("embed", "vocab"), rngs=rngs)
-
-    # -- vision
-    def vision_features(self, pixel_values: jax.Array, probes: list | None = None) -> jax.Array:
-        """Selected SigLIP hidden states [n_crops, tokens_per_crop, D_vision * n_layers]."""
-        c = self.config
-        return select_feature_layers(self.vision_tower, pixel_values, c.feature_layers,
-                                     c.vision_feature_select_strategy,
-                                     c.vision.num_hidden_layers, probes)
-
-    def image_features(self, pixel_values: jax.Array, probes: list | None = None) -> jax.Array:
-        """Projected crop features [n_crops, tokens_per_crop, D_text]."""
-        return self.multi_modal_projector(self.vision_features(pixel_values, probes))
+        self.init_head(c, rngs)
 
     # -- shared family interface
     def embed_inputs(self, input_ids: jax.Array, attention_mask: jax.Array,
@@ -70,7 +58,3 @@ class LlavaOnevisionForConditionalGeneration(nnx.Module):
             embeds = jnp.where(is_img, merged, embeds)
         return embeds, default_positions(attention_mask)
 
-    def lm_logits(self, hidden: jax.Array) -> jax.Array:
-        if self.config.tie_word_embeddings:
-            return self.language_model.embed_tokens.attend(hidden)
-        return self.lm_head(hidden)
