@@ -183,3 +183,20 @@ def save_tiny_family(family: str, out_dir, *, bench=None, seed: int = 0, vision_
     model.save_pretrained(out)
     tiny_image_processor(family).save_pretrained(out)
     return out
+
+
+def hf_image_inputs(family: str, model, image):
+    """(the family's HF image-processor outputs for one image as numpy, the number of image
+    tokens its prompt expands to) — the reference layout pipeline and export tests compare to."""
+    proc = tiny_image_processor(family)
+    hf = {k: np.asarray(v) for k, v in proc(images=[image], return_tensors="np").items()}
+    hf.pop("batch_num_images", None)
+    if family == "llava":
+        n_tok = model.config.image_seq_length
+    elif family == "llava_onevision":
+        from jaxunlearn.modeling.llava_onevision import num_image_tokens
+
+        n_tok = num_image_tokens(model.config, tuple(hf["image_sizes"][0]))
+    else:
+        n_tok = int(np.prod(hf["image_grid_thw"][0])) // 4
+    return hf, n_tok

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import jaxunlearn as ju
-from hf_fixtures import FAMILIES, save_tiny_family, tiny_image_processor
+from hf_fixtures import FAMILIES, hf_image_inputs, save_tiny_family
 from jaxunlearn.cli import main
 from jaxunlearn.data import templates as T
 from jaxunlearn.data.schema import load_image
@@ -36,17 +36,7 @@ METHODS = {"ga": TRAINING, "npo": TRAINING, "manu": [],
 
 def _hf_inputs(family: str, model, tok, image):
     """One multimodal prompt in the layout the family's HF processor emits (numpy)."""
-    proc = tiny_image_processor(family)
-    hf = {k: np.asarray(v) for k, v in proc(images=[image], return_tensors="np").items()}
-    hf.pop("batch_num_images", None)
-    if family == "llava":
-        n_tok = model.config.image_seq_length
-    elif family == "llava_onevision":
-        from jaxunlearn.modeling.llava_onevision import num_image_tokens
-
-        n_tok = num_image_tokens(model.config, tuple(hf["image_sizes"][0]))
-    else:
-        n_tok = int(np.prod(hf["image_grid_thw"][0])) // 4
+    hf, n_tok = hf_image_inputs(family, model, image)
     prompt = T.training_prompt(family, "Who is this person?", True)
     ids = np.asarray([T.encode_example(tok, family, prompt, "A person.", n_tok)["input_ids"]])
     return ids, np.ones_like(ids), hf

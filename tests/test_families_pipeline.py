@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxunlearn as ju
-from hf_fixtures import FAMILIES, save_tiny_family, tiny_image_processor
+from hf_fixtures import FAMILIES, hf_image_inputs, save_tiny_family
 from jaxunlearn import session
 from jaxunlearn.data import templates as T
 from jaxunlearn.data.pipeline import (
@@ -51,18 +51,7 @@ def test_pipeline_batch_equals_hf_processor_inputs(fam, bench):
     got = np.asarray(forward_logits(model.graphdef, model.params, model_inputs(batch)))
 
     # the HF image processor on the same image, the prompt expanded to its token count
-    proc = tiny_image_processor(family)
-    image = load_image(records[1]["image"])
-    hf = {k: np.asarray(v) for k, v in proc(images=[image], return_tensors="np").items()}
-    hf.pop("batch_num_images", None)
-    if family == "llava":
-        n_tok = model.config.image_seq_length
-    elif family == "llava_onevision":
-        from jaxunlearn.modeling.llava_onevision import num_image_tokens
-
-        n_tok = num_image_tokens(model.config, tuple(hf["image_sizes"][0]))
-    else:
-        n_tok = int(np.prod(hf["image_grid_thw"][0])) // 4
+    hf, n_tok = hf_image_inputs(family, model, load_image(records[1]["image"]))
     ids = [T.encode_example(tok, family, r["prompt"], r["answer"], n_tok if i == 1 else 0)
            ["input_ids"] for i, r in enumerate(records)]
     length = batch["input_ids"].shape[1]
