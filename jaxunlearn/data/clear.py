@@ -38,7 +38,6 @@ Splits: one per folder present, named as the config (``forget10``, ``retain90+to
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from pathlib import Path
@@ -48,7 +47,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from jaxunlearn.data.schema import LETTERS, Benchmark, Profile, QAPair, Question
+from jaxunlearn.data.schema import (
+    LETTERS, Benchmark, Profile, QAPair, Question, decode_image,
+)
 
 PERCENTS = ("01", "05", "10")
 VISUAL = ("full", *(f"forget{p}" for p in PERCENTS), *(f"retain{100 - int(p)}" for p in PERCENTS))
@@ -180,12 +181,9 @@ def _image_bytes(cell: Any) -> bytes | None:
 
 def _decode(raw: bytes) -> Image.Image:
     try:
-        img = Image.open(io.BytesIO(raw))
-        img.load()  # eager, like data/mllmu.py: the pipeline's reader threads share images
-    except Exception as e:  # PIL raises several unrelated types
-        raise _RowError("image", f"does not decode as an image ({type(e).__name__}: {e})") \
-            from None
-    return img
+        return decode_image(raw)
+    except ValueError as e:
+        raise _RowError("image", str(e)) from None
 
 
 def _hash(*parts: bytes | str) -> str:

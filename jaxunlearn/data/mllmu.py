@@ -49,7 +49,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from jaxunlearn.data.schema import BLANK, LETTERS, Benchmark, Profile, QAPair, Question
+from jaxunlearn.data.schema import (
+    BLANK, LETTERS, Benchmark, Profile, QAPair, Question, decode_image,
+)
 
 FORGET_SPLITS = ("forget_5", "forget_10", "forget_15")
 RETAIN_SPLITS = ("retain_95", "retain_90", "retain_85")
@@ -148,11 +150,9 @@ def _decode(raw: bytes | str, field: str) -> Image.Image | str:
     if isinstance(raw, str):
         return raw
     try:
-        img = Image.open(io.BytesIO(raw))
-        img.load()
-    except Exception as e:  # PIL raises several unrelated types
-        raise _RowError(field, f"does not decode as an image ({type(e).__name__}: {e})") from None
-    return img
+        return decode_image(raw)
+    except ValueError as e:
+        raise _RowError(field, str(e)) from None
 
 
 def _text(item: Any, key: str, field: str) -> str:

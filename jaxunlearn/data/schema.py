@@ -55,6 +55,17 @@ def load_image(image: ImageLike) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def decode_image(raw: bytes) -> Image.Image:
+    """Decode image bytes eagerly (the pipeline's reader threads share decoded images);
+    an undecodable image is a ValueError saying why (callers add file, row and field)."""
+    try:
+        img = Image.open(io.BytesIO(raw))
+        img.load()
+    except Exception as e:  # PIL raises several unrelated types
+        raise ValueError(f"does not decode as an image ({type(e).__name__}: {e})") from None
+    return img
+
+
 @dataclass
 class Question:
     """One evaluation question.

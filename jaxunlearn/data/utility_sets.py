@@ -24,11 +24,12 @@ from __future__ import annotations
 import ast
 import base64
 import dataclasses
-import io
 import json
 import re
 from pathlib import Path
 from typing import Any
+
+from jaxunlearn.data.schema import decode_image
 
 CIRCULAR_OFFSET = 1_000_000
 LETTERS = "ABCDEFGHI"
@@ -85,13 +86,10 @@ class Loaded:
 
 
 def _open_image(data: bytes, where: str):
-    from PIL import Image
-
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except Exception as e:  # PIL raises several types
-        raise ValueError(f"{where}: image does not decode ({e}); check the file") from e
+        img = decode_image(data)
+    except ValueError as e:
+        raise ValueError(f"{where}: the image {e}; check the file") from None
     return img.convert("RGB")
 
 
