@@ -90,3 +90,10 @@ class ProjectedVisionLM:
         if self.config.tie_word_embeddings:
             return self.language_model.embed_tokens.attend(hidden)
         return self.lm_head(hidden)
+
+
+def patch_conv_shapes(c) -> dict[str, tuple]:
+    """Our path -> torch shape of the vision tower's conv patch kernel (CLIP and SigLIP)."""
+    v = c.vision
+    return {"vision_tower.embeddings.patch_embedding.kernel":
+            (v.hidden_size, v.num_channels, v.patch_size, v.patch_size)}

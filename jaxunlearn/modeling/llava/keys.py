@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jaxunlearn.modeling.keys import KeyTable
+from jaxunlearn.modeling.multimodal import patch_conv_shapes
 from jaxunlearn.modeling.llava.config import LlavaConfig
 from jaxunlearn.modeling.llava.model import LlavaForConditionalGeneration
 from jaxunlearn.modeling.registry import Family
@@ -36,11 +37,7 @@ LLAVA_KEYS = KeyTable(
 LLAVA_LEGACY_EXPORT = ((r"^vision_tower\.", "vision_tower.vision_model."),)
 
 
-def conv_shapes(c: LlavaConfig) -> dict[str, tuple]:
-    """Our path -> torch shape of the conv patch kernel."""
-    v = c.vision
-    return {"vision_tower.embeddings.patch_embedding.kernel":
-            (v.hidden_size, v.num_channels, v.patch_size, v.patch_size)}
+conv_shapes = patch_conv_shapes  # shared with the other LLaVA-style family
 
 
 def family() -> Family:

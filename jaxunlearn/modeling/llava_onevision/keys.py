@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jaxunlearn.modeling.keys import KeyTable
+from jaxunlearn.modeling.multimodal import patch_conv_shapes
 from jaxunlearn.modeling.llava_onevision.anyres import host_prepare
 from jaxunlearn.modeling.llava_onevision.config import OneVisionConfig
 from jaxunlearn.modeling.llava_onevision.model import LlavaOnevisionForConditionalGeneration
@@ -40,10 +41,7 @@ ONEVISION_KEYS = KeyTable(
 ONEVISION_LEGACY_EXPORT = ((r"^vision_tower\.", "vision_tower.vision_model."),)
 
 
-def conv_shapes(c: OneVisionConfig) -> dict[str, tuple]:
-    v = c.vision
-    return {"vision_tower.embeddings.patch_embedding.kernel":
-            (v.hidden_size, v.num_channels, v.patch_size, v.patch_size)}
+conv_shapes = patch_conv_shapes  # shared with the other LLaVA-style family
 
 
 def family() -> Family:
