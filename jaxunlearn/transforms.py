@@ -4,8 +4,8 @@ Parameters are the flat `{dotted.path: array}` dicts of `jaxunlearn.modeling.mod
 function returns a new dict; untouched entries are the same arrays (bit-identical), edited
 entries keep their shape, dtype and (through `jnp.where`) their sharding.
 
-Neuron masks are `{group: bool [layers, neurons]}` with group `language` or `vision`;
-True marks a neuron to remove.
+Neuron masks are `{group: bool [layers, neurons]}` with group `language` or `vision`, or
+per-Linear `{"<group>.<linear>": bool [layers, output channels]}`; True marks what to remove.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn.modeling.mlp import GROUPS, MLPSite, group_shapes, mlp_layout  # noqa: F401
+from jaxunlearn.modeling.mlp import (  # noqa: F401
+    GROUPS, MLPSite, group_shapes, linear_shapes, mask_shapes, mlp_layout,
+)
 
 Params = Mapping[str, jax.Array]
 
@@ -25,21 +27,27 @@ def _zero_where(x: jax.Array, drop) -> jax.Array:
     return jnp.where(jnp.asarray(drop), jnp.zeros((), x.dtype), x)
 
 
-def prune_neurons(params: Params, masks: Mapping[str, np.ndarray], family: str | None = None,
-                  *, quirks: bool = False) -> dict[str, jax.Array]:
-    """Remove the neurons marked True in `masks` ({group: bool [layers, N]}): zero column n
-    of the up/gate (or fc1) kernels and bias entry n, and row n of the down (or fc2) kernel.
+def prune_neurons(params: Params, masks: Mapping[str, np.ndarray],
+                  family: str | None = None) -> dict[str, jax.Array]:
+    """Remove what `masks` marks True.
 
-    `quirks=True` reproduces the published MANU code, which masks *output rows of every MLP
-    Linear*: on the down/fc2 projection that zeroes output channel n (kernel column n and
-    bias entry n, for n < hidden size) instead of the neuron's row. Off by default."""
+    A group key (`language`, `vision`; bool [layers, neurons]) removes neurons: column n of
+    the up/gate (or fc1) kernels and bias entry n, and row n of the down (or fc2) kernel.
+    A per-Linear key `<group>.<linear>` (e.g. `language.down_proj`, `vision.fc1`; bool
+    [layers, output channels]) zeroes the marked output channels of that Linear in each
+    layer: kernel column and bias entry (the published MANU pipeline, which masks each
+    Linear's weight rows and bias by its own mask)."""
     out = dict(params)
     layout = mlp_layout(params, family)
-    for group, mask in masks.items():
+    for key, mask in masks.items():
+        group, _, linear = key.partition(".")
         if group not in GROUPS:
-            raise ValueError(f"unknown neuron group {group!r}; use {GROUPS}")
+            raise ValueError(f"unknown neuron group {group!r} in mask key {key!r}; use {GROUPS}")
         sites = layout[group]
         mask = np.asarray(mask, bool)
+        if linear:
+            _prune_outputs(out, sites, key, linear, mask)
+            continue
         if mask.shape[0] != len(sites) or (sites and mask.shape[1] != sites[0].width):
             want = (len(sites), sites[0].width if sites else 0)
             raise ValueError(f"{group} mask has shape {mask.shape} but the model's {group} "
@@ -54,17 +62,28 @@ def prune_neurons(params: Params, masks: Mapping[str, np.ndarray], family: str |
                 if b in out:
                     out[b] = _zero_where(out[b], row)
             k = f"{site.prefix}.{site.output}.kernel"
-            if not quirks:
-                out[k] = _zero_where(out[k], row[:, None])
-            else:
-                d = out[k].shape[1]
-                cols = np.zeros(d, bool)
-                cols[: min(d, row.size)] = row[:d]
-                out[k] = _zero_where(out[k], cols[None, :])
-                b = f"{site.prefix}.{site.output}.bias"
-                if b in out:
-                    out[b] = _zero_where(out[b], cols)
+            out[k] = _zero_where(out[k], row[:, None])
     return out
+
+
+def _prune_outputs(out: dict, sites, key: str, linear: str, mask: np.ndarray) -> None:
+    """Zero the output channels marked in mask [layers, C] of Linear `linear` (in place)."""
+    if not sites or linear not in (*sites[0].inputs, sites[0].output):
+        names = (*sites[0].inputs, sites[0].output) if sites else ()
+        raise ValueError(f"mask key {key!r} names no Linear of this model's MLPs "
+                         f"(have {list(names)})")
+    width = out[f"{sites[0].prefix}.{linear}.kernel"].shape[1]
+    if mask.shape != (len(sites), width):
+        raise ValueError(f"{key} mask has shape {mask.shape} but the model's {key} Linears "
+                         f"are {(len(sites), width)} (layers, output channels)")
+    for site, row in zip(sites, mask):
+        if not row.any():
+            continue
+        k = f"{site.prefix}.{linear}.kernel"
+        out[k] = _zero_where(out[k], row[None, :])
+        b = f"{site.prefix}.{linear}.bias"
+        if b in out:
+            out[b] = _zero_where(out[b], row)
 
 
 def neuron_masks_to_param_masks(params: Params, masks: Mapping[str, np.ndarray],

@@ -35,7 +35,7 @@ ALT: dict[str, Any] = {
     "prune_threshold": 1.0, "prune_fraction": 0.2, "fisher_threshold": 3.0,
     "saliency": "ones", "eps": 1.0, "ascent_every": 1, "forget_weight": 3.0,
     "formulation": "official", "weights": {"abs": 1.0}, "tau": 0.5, "groups": ["language"],
-    "official_quirks": True, "activation_site": "pre", "token_scope": "answer",
+    "activation_site": "pre", "token_scope": "answer",
     "batch_size": 1, "seed": 1, "frac": 0.3, "stat": "rms",
     "label_scope": "all_tokens", "form": "batch_mean", "distill": "squared_norm",
 }

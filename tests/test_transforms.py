@@ -85,14 +85,22 @@ def test_prune_rejects_wrong_shape():
         prune_neurons(model.params, {"language": np.zeros((2, 5), bool)})
 
 
-def test_quirks_masks_output_channels():
+def test_per_linear_masks_zero_output_channels():
     model = tiny_model()
-    masks = {"language": np.zeros((2, 96), bool)}
-    masks["language"][0, [3, 80]] = True
-    out = prune_neurons(model.params, masks, quirks=True)
-    down = np.asarray(out["language_model.layers.0.mlp.down_proj.kernel"])
+    masks = {"language.down_proj": np.zeros((2, 64), bool), "language.up_proj": np.zeros((2, 96), bool)}
+    masks["language.down_proj"][1, 3] = True
+    masks["language.up_proj"][0, 80] = True
+    out = prune_neurons(model.params, masks)
+    down = np.asarray(out["language_model.layers.1.mlp.down_proj.kernel"])
     assert not down[:, 3].any() and down[3].any()  # column (output channel) 3, not row 3
     assert not np.asarray(out["language_model.layers.0.mlp.up_proj.kernel"])[:, 80].any()
+    assert np.asarray(out["language_model.layers.0.mlp.gate_proj.kernel"])[:, 80].any()
+    same = out["language_model.layers.0.mlp.down_proj.kernel"]
+    assert same is model.params["language_model.layers.0.mlp.down_proj.kernel"]
+    with pytest.raises(ValueError, match="names no Linear"):
+        prune_neurons(model.params, {"language.fc1": np.zeros((2, 96), bool)})
+    with pytest.raises(ValueError, match="output channels"):
+        prune_neurons(model.params, {"language.down_proj": np.zeros((2, 96), bool)})
 
 
 def test_apply_masks_delta_roundtrip():

@@ -13,7 +13,8 @@ On disk (`MethodResult.save(dir)` / `MethodResult.load(dir)`), no pickles:
 - `result.json`: `{"format": "jaxunlearn-method-result/1", "method", "report", "files"}`;
   `files` lists which of the files below exist.
 - `neuron_masks.npz` (+ `neuron_masks.json` metadata): `mask/<group>` bool [layers, neurons]
-  (True = pruned) and `score/<group>` float64 (`prune_io.save_masks`'s format, what
+  or `mask/<group>.<linear>` bool [layers, output channels] (True = pruned) and `score/<key>`
+  float64 (`prune_io.save_masks`'s format, what
   `jaxunlearn prune apply --masks` reads).
 - `param_masks.npz`: `<mask name>/<parameter path>` bool arrays (e.g. a saliency mask).
 - `lora/lora.npz` + `lora/lora_config.json`: the adapter's `*.lora_a` / `*.lora_b` arrays and
@@ -111,9 +112,9 @@ class MethodResult:
 
     params: dict | None
     report: dict
-    neuron_masks: dict[str, np.ndarray] | None = None   # {group: bool [layers, neurons]}
-    neuron_scores: dict[str, np.ndarray] | None = None  # {group: float [layers, neurons]}
-    neuron_meta: dict = dataclasses.field(default_factory=dict)  # model_type, quirks ...
+    neuron_masks: dict[str, np.ndarray] | None = None   # {group or group.linear: bool}
+    neuron_scores: dict[str, np.ndarray] | None = None  # {key: float scores}
+    neuron_meta: dict = dataclasses.field(default_factory=dict)  # model_type, ...
     param_masks: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
     lora: dict[str, np.ndarray] | None = None
     lora_config: LoraConfig | None = None

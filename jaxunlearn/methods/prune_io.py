@@ -1,7 +1,8 @@
 """Neuron masks on disk (npz + json metadata) and their application to HF checkpoints.
 
-`<name>.npz` holds `mask/<group>` (bool [layers, neurons], True = pruned) and optionally
-`score/<group>` (float); `<name>.json` holds the metadata (method, config, model type,
+`<name>.npz` holds `mask/<group>` (bool [layers, neurons], True = pruned) or per-Linear
+`mask/<group>.<linear>` (bool [layers, output channels]; MANU `formulation: official`) and
+optionally `score/<key>` (float); `<name>.json` holds the metadata (method, config, model type,
 shapes, pruned counts). `apply_masks_to_checkpoint` re-applies saved masks to a fresh HF
 checkpoint directory (the CLI's `jaxunlearn prune apply`).
 """
@@ -15,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from jaxunlearn.transforms import GROUPS, group_shapes, prune_neurons
+from jaxunlearn.transforms import GROUPS, mask_shapes, prune_neurons
 
 
 def mask_summary(masks: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -67,8 +68,9 @@ def load_masks(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str
                                 "(manu, selective_pruning) or save_masks")
     with np.load(path) as z:
         masks = {k.split("/", 1)[1]: z[k].astype(bool) for k in z.files if k.startswith("mask/")}
-    if not masks or set(masks) - set(GROUPS):
-        raise ValueError(f"{path} holds no neuron masks (expected mask/language, mask/vision)")
+    if not masks or any(k.partition(".")[0] not in GROUPS for k in masks):
+        raise ValueError(f"{path} holds no neuron masks (expected mask/language, mask/vision "
+                         "or mask/<group>.<linear>)")
     meta_path = path.with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return masks, meta
@@ -89,13 +91,12 @@ def apply_masks_to_checkpoint(masks_path: str | os.PathLike, model_dir: str | os
         raise ValueError(f"masks were made for model_type {meta['model_type']!r} but "
                          f"{model_dir} is {cfg.get('model_type')!r}")
     model = load_pretrained(model_dir)
-    shapes = group_shapes(model.params)
+    shapes = mask_shapes(model.params)
     for g, m in masks.items():
         if g not in shapes or tuple(m.shape) != shapes[g]:
             raise ValueError(f"{g} mask has shape {tuple(m.shape)} but {model_dir} has "
                              f"{shapes.get(g)} (layers, neurons); wrong model for these masks")
-    params = prune_neurons(model.params, masks, model.family,
-                           quirks=bool(meta.get("official_quirks", False)))
+    params = prune_neurons(model.params, masks, model.family)
     dtype = cfg.get("torch_dtype") or cfg.get("dtype")
     dtype = dtype if dtype in ("float32", "float16", "bfloat16") else None
     return save_pretrained(model.replace(params=params), out_dir, dtype=dtype)

@@ -119,10 +119,12 @@ class LlamaMLP(nnx.Module):
 
     def __call__(self, x, probe=None):
         pre = self.gate_proj(x)
-        z = self.act(pre) * self.up_proj(x)
+        up = self.up_proj(x)
+        z = self.act(pre) * up
+        out = self.down_proj(z)
         if probe is not None:
-            probe(pre, z)
-        return self.down_proj(z)
+            probe(pre, z, {"gate_proj": pre, "up_proj": up, "down_proj": out})
+        return out
 
 
 class LlamaDecoderLayer(nnx.Module):

@@ -68,3 +68,23 @@ def group_shapes(params: Params) -> dict[str, tuple[int, int]]:
             raise ValueError(f"{g} MLPs have different widths {sorted(widths)}")
         shapes[g] = (len(sites), widths.pop())
     return shapes
+
+
+def linear_shapes(params: Params) -> dict[str, tuple[int, int]]:
+    """{"<group>.<linear>": (layers, output channels)} for every Linear of every group's MLPs
+    (`language.gate_proj`, `language.down_proj`, `vision.fc1`, ...): the shapes of per-Linear
+    output-channel masks (MANU `formulation: official`)."""
+    shapes = {}
+    for g, sites in mlp_layout(params).items():
+        for name in (*sites[0].inputs, sites[0].output) if sites else ():
+            widths = {int(params[f"{s.prefix}.{name}.kernel"].shape[1]) for s in sites}
+            if len(widths) != 1:
+                raise ValueError(f"{g} {name} layers have different widths {sorted(widths)}")
+            shapes[f"{g}.{name}"] = (len(sites), widths.pop())
+    return shapes
+
+
+def mask_shapes(params: Params) -> dict[str, tuple[int, int]]:
+    """The shape of every neuron-mask key this model accepts: groups (`group_shapes`) and
+    per-Linear keys (`linear_shapes`)."""
+    return {**group_shapes(params), **linear_shapes(params)}

@@ -30,14 +30,21 @@ class MultiModalProjector(nnx.Module):
         return self.linear_2(self.act(self.linear_1(x)))
 
 
+class AllLayerProbes(list):
+    """Vision-tower probes that must see every layer, as HF's forward runs them all (with
+    `output_hidden_states`), including layers after the deepest one feature selection reads."""
+
+
 def select_feature_layers(tower, pixel_values: jax.Array, feature_layers, strategy: str,
                           num_layers: int, probes: list | None = None) -> jax.Array:
     """HF's vision feature selection: hidden states at `feature_layers` (negative indices
     count from the end of the num_layers+1 states), CLS dropped for `default`, concatenated
-    on the feature axis. Layers after the deepest selected one are not run."""
+    on the feature axis. Layers after the deepest selected one are not run, unless `probes`
+    is an `AllLayerProbes`."""
     n_states = num_layers + 1
     idx = [layer % n_states for layer in feature_layers]
-    states = tower.hidden_states(pixel_values, max(idx) + 1, probes)
+    needed = n_states if isinstance(probes, AllLayerProbes) else max(idx) + 1
+    states = tower.hidden_states(pixel_values, needed, probes)
     picked = [states[i] for i in idx]
     if strategy == "default":
         picked = [s[:, 1:] for s in picked]

@@ -53,9 +53,10 @@ class VisionMLP(nnx.Module):
     def __call__(self, x: jax.Array, probe=None) -> jax.Array:
         pre = self.fc1(x)
         z = self.act(pre)
+        out = self.fc2(z)
         if probe is not None:
-            probe(pre, z)
-        return self.fc2(z)
+            probe(pre, z, {"fc1": pre, "fc2": out})
+        return out
 
 
 class EncoderLayer(nnx.Module):

@@ -4,7 +4,8 @@ A neuron is one channel of an MLP hidden layer (see docs/methods.md): `site='pos
 `z = act(gate(x)) * up(x)` (gated MLPs) or `z = act(fc1(x))` (CLIP/SigLIP/Qwen2-VL vision
 MLPs), the input of the output projection; `site='pre'` reads `gate(x)` / `fc1(x)`.
 
-The model's MLPs call a *probe* `probe(pre, z)`; the probes built here reduce the activation
+The model's MLPs call a *probe* `probe(pre, z, outs)` (`outs`: every Linear's output by
+name, read by `jaxunlearn.stats.linear_outputs`); the probes built here reduce the activation
 over the valid tokens of the batch right away, so only [layers, neurons] sums leave each
 step (no per-token host transfer). Per group (`language`, `vision`) the sufficient
 statistics are
@@ -156,7 +157,7 @@ def _stats_step(graphdef, shape_items, variants, image_token_id, dtype, mesh):
         found: list[dict[str, dict[int, dict]]] = [{g: {} for g in shapes} for _ in variants]
 
         def probe(group: str, i: int):
-            def fn(pre, z):
+            def fn(pre, z, outs=None):
                 for j, (site, scope, tau) in enumerate(variants):
                     v = pre if site == "pre" else z
                     lead = v.shape[:-1]

@@ -83,10 +83,12 @@ class GatedVisionMLP(nnx.Module):
 
     def __call__(self, x: jax.Array, probe=None) -> jax.Array:
         pre = self.gate_proj(x)
-        z = self.act(pre) * self.up_proj(x)
+        up = self.up_proj(x)
+        z = self.act(pre) * up
+        out = self.down_proj(z)
         if probe is not None:
-            probe(pre, z)
-        return self.down_proj(z)
+            probe(pre, z, {"gate_proj": pre, "up_proj": up, "down_proj": out})
+        return out
 
 
 def _norm(c: QwenVisionConfig, dim: int, rngs: nnx.Rngs) -> nnx.Module:
