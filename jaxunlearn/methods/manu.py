@@ -262,7 +262,8 @@ def official(model, data: UnlearnData, opts: ManuOptions, weights: Mapping[str, 
     published pipeline."""
     if data.pipeline.padding_side != "right":
         raise ValueError("formulation: official reads statistics per sequence position of "
-                         "right-padded batches (as published); set data.padding_side: right")
+                         "right-padded batches (as published); use PipelineConfig(padding_side="
+                         "'right')")
     if not 0.0 < opts.alpha <= 1.0:
         raise ValueError(f"method.options.alpha must be in (0, 1], got {opts.alpha}")
     bs = opts.batch_size or OFFICIAL_BATCH
