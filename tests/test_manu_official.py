@@ -281,3 +281,13 @@ def test_official_through_the_cli(family, tmp_path):
     pb = ju.load_pretrained(out / "model").params
     for k in pa:
         np.testing.assert_array_equal(np.asarray(pa[k]), np.asarray(pb[k]), err_msg=k)
+
+
+@pytest.mark.parametrize("key,value", [("activation_site", "pre"), ("token_scope", "answer"),
+                                       ("retain_size", "forget"), ("eps", 1e-3)])
+def test_official_refuses_the_paper_only_options(key, value):
+    from jaxunlearn.methods.manu import ManuOptions, _check_options
+
+    with pytest.raises(ValueError, match=f"{key} is not read by formulation: official"):
+        _check_options(ManuOptions(formulation="official", **{key: value}))
+    assert _check_options(ManuOptions(formulation="paper", **{key: value}))
