@@ -99,13 +99,14 @@ class ManuOptions(StatsOptions):
                               "pruned")
 
 
-def _single(d: Mapping[str, np.ndarray], kind: str, official: bool) -> np.ndarray:
+def _single(d: Mapping[str, np.ndarray], kind: str) -> np.ndarray:
+    """One paper statistic of a neuron (`var`: the biased standard deviation)."""
     if kind == "abs":
         return d["mean_abs"]
     if kind == "freq":
         return d["freq"]
     if kind == "var":
-        return d["std"] if official else np.sqrt(d["var"])
+        return np.sqrt(d["var"])
     return d["rms"]
 
 
@@ -115,7 +116,7 @@ def importance_paper(multi: Mapping[str, np.ndarray], text: Mapping[str, np.ndar
     `neuron_stats`). `text=None` (vision neurons): each I_k is the `multi` statistic alone."""
     a = derived(multi)
     if text is None:
-        return sum(float(weights.get(k, 0.0)) * _single(a, k, False) for k in KINDS)
+        return sum(float(weights.get(k, 0.0)) * _single(a, k) for k in KINDS)
     b = derived(text)
     pairs = {"abs": (a["mean_abs"], b["mean_abs"]), "freq": (a["F"], b["F"]),
              "var": (a["var"], b["var"]), "rms": (a["rms"], b["rms"])}
