@@ -44,6 +44,7 @@ class TrainConfig:
     schedule: str = field("cosine", "learning-rate decay after warmup", choices=SCHEDULES)
     warmup_steps: int = field(0, "linear warmup steps", low=0)
     weight_decay: float = field(0.0, "AdamW weight decay", low=0)
+    adam_eps: float = field(1e-8, "AdamW epsilon (transformers' AdamW: 1e-6)", above=0)
     epochs: int = field(1, "passes over the training data", low=1)
     max_steps: int = field(0, "cap on optimizer steps (0: no cap)", low=0)
     batch_size: int = field(8, "examples per optimizer step", low=1)
@@ -256,7 +257,7 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
     total = total_steps(cfg, steps_per_epoch)
     dropout = setup.lora_cfg is not None and setup.lora_cfg.dropout > 0
     opt = make_optimizer(cfg.lr, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
-                         total_steps=total, weight_decay=cfg.weight_decay)
+                         total_steps=total, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
     state = init_state(setup.trainable, opt, cfg.seed)
     compiled: dict[int, Callable] = {}
     for fn in loss_map.values():
