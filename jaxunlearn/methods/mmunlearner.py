@@ -105,10 +105,11 @@ def saliency_masks(model, data: UnlearnData, keys: list[str], opts: MMUnlearnerO
 
     split = None
     if opts.label_scope == "all_tokens":
-        def split(b):  # every non-pad token of the real rows is a label
+        def split(b):  # every non-pad token of the real rows is a label (G.label_weights)
             rows = np.asarray(b["example_mask"], np.float32)[:, None]
-            return model_inputs(b), {"input_ids": b["input_ids"], "loss_mask":
-                                     np.asarray(b["attention_mask"], np.float32) * rows}
+            am = np.asarray(b["attention_mask"], np.float32)
+            prev = np.concatenate([np.zeros_like(am[:, :1]), am[:, :-1]], axis=1)
+            return model_inputs(b), {"input_ids": b["input_ids"], "loss_mask": am * prev * rows}
 
     def fisher(recs, ks):
         return F.empirical_fisher(gd, p, batches(recs), ks, dtype=dt, split_inputs=split)
