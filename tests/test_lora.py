@@ -80,8 +80,3 @@ def test_peft_adapter_loads_onto_hf_model(setup, tmp_path):
     valid = mask.astype(bool)
     assert np.abs(plain - ours)[valid].max() > 1e-2  # the adapter really changes the model
     assert np.abs(ref - ours)[valid].max() <= 1e-4
-
-
-def test_lora_dropout_is_an_error():
-    with pytest.raises(ValueError, match="lora.dropout > 0 is not supported"):
-        lora_lib.LoraConfig(dropout=0.05)

@@ -29,7 +29,7 @@ from jaxunlearn.data.pipeline import paired_dataset
 from jaxunlearn.methods.base import MethodResult, TrainingOptions, UnlearnData, run_method
 from jaxunlearn.modeling.model import forward_logits, model_inputs
 from jaxunlearn.objectives.gradient import LABEL_SCOPES
-from jaxunlearn.train.driver import LossFn, Setup, TrainConfig, fit, make_setup
+from jaxunlearn.train.driver import DROPOUT_KEY, LossFn, Setup, TrainConfig, fit, make_setup
 from jaxunlearn.train.typed import field
 
 __all__ = ["GradientOptions", "GradientRun", "LossFn", "Setup", "check_mask", "flagged", "forget_only", "gate",
@@ -72,6 +72,10 @@ def check_mask_lora(opts: TrainingOptions, setup: Setup, has_mask: bool) -> None
     if opts.mask_lora == "merged" and (setup.lora_cfg is None or not has_mask):
         raise ValueError("method.options.mask_lora: merged only applies to a mask under LoRA "
                          "(train.lora: true and a mask); leave mask_lora: error")
+    if opts.mask_lora == "merged" and setup.lora_cfg.dropout > 0:
+        raise ValueError("method.options.mask_lora: merged gates the merged kernels, but with "
+                         f"train.lora_dropout {setup.lora_cfg.dropout} the adapter is not merged "
+                         "while training; set train.lora_dropout: 0 or train without LoRA")
 
 
 def check_mask(mask: Mapping[str, Any] | None, setup: Setup, opts: TrainingOptions,
@@ -143,11 +147,12 @@ def flagged(batch: dict, key: str, value: float) -> dict:
 def fit_method(setup: Setup, tcfg: TrainConfig, losses: Mapping[str, LossFn],
           schedule: Callable[[int], Iterable[tuple[str, dict]]], steps_per_epoch: int, *,
           frozen_extra: Mapping[str, Any] | None = None, update_mask: dict | None = None,
-          desc: str = "unlearn") -> MethodResult:
+          desc: str = "unlearn", grad_mask: Callable | None = None) -> MethodResult:
     """`driver.fit` over `schedule(epoch)` -> (phase, batch), as a `MethodResult` (merged
     params, the LoRA adapter when LoRA was used, per-step losses and phases)."""
     res = fit(setup, tcfg, losses, schedule, steps_per_epoch=steps_per_epoch,
-              frozen_extra=frozen_extra, update_mask=update_mask, desc=desc)
+              frozen_extra=frozen_extra, update_mask=update_mask, desc=desc,
+              grad_mask=grad_mask)
     report = {**res.report, "history": res.history}
     return MethodResult(res.params, report, lora=res.lora,
                         lora_config=setup.lora_cfg if res.lora is not None else None)
@@ -170,7 +175,7 @@ class GradientRun:
 
     def policy_logits(self, params: dict, frozen: dict, batch: dict) -> jax.Array:
         """Logits of the parameters being trained (gated by the mask under LoRA)."""
-        full = self.setup.policy(params, frozen["base"])
+        full = self.setup.policy(params, frozen["base"], frozen.get(DROPOUT_KEY))
         if self.gate_all:
             full = gate(full, frozen["mask"])
         return self._logits(full, batch)

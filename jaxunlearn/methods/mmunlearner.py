@@ -19,9 +19,10 @@ LoRA needs `mask_lora: merged` (the gate then acts on the merged kernels).
 step runs at retain iterations `i % k == 0`, before that iteration's retain step, on the next
 forget batch until the forget batches run out (no wrap-around). Use it with
 `label_scope: all_tokens` (the published collators label every non-pad token; the Fisher
-statistics then use the same labels). Not reproduced: the published code clips the full
-ascent gradient and masks it afterwards; here the mask acts on the gradient before the
-driver's clip.
+statistics then use the same labels). As published, the full ascent gradient is clipped
+first and then masked (`driver.fit`'s `grad_mask`; `formulation: paper` masks inside the loss,
+before the clip). Under LoRA the mask acts on the merged kernels through the gate, so it
+precedes the clip there (the adapter's gradient has no kernel-shaped entries to mask).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from jaxunlearn.modeling.model import model_inputs
 from jaxunlearn.objectives import gradient as G
 from jaxunlearn.stats import fisher as F
 from jaxunlearn.train import subsets
-from jaxunlearn.train.driver import TrainConfig
+from jaxunlearn.train.driver import DROPOUT_KEY, TrainConfig
 from jaxunlearn.train.typed import field
 
 SALIENCY = ("fisher", "ones", "zeros")
@@ -104,10 +105,11 @@ def saliency_masks(model, data: UnlearnData, keys: list[str], opts: MMUnlearnerO
 
     split = None
     if opts.label_scope == "all_tokens":
-        def split(b):  # every non-pad token of the real rows is a label
+        def split(b):  # every non-pad token of the real rows is a label (G.label_weights)
             rows = np.asarray(b["example_mask"], np.float32)[:, None]
-            return model_inputs(b), {"input_ids": b["input_ids"], "loss_mask":
-                                     np.asarray(b["attention_mask"], np.float32) * rows}
+            am = np.asarray(b["attention_mask"], np.float32)
+            prev = np.concatenate([np.zeros_like(am[:, :1]), am[:, :-1]], axis=1)
+            return model_inputs(b), {"input_ids": b["input_ids"], "loss_mask": am * prev * rows}
 
     def fisher(recs, ks):
         return F.empirical_fisher(gd, p, batches(recs), ks, dtype=dt, split_inputs=split)
@@ -157,14 +159,20 @@ def mmunlearner(model, data: UnlearnData, opts: MMUnlearnerOptions,
         raise ValueError("method.options.eps is not read by formulation: official (it uses "
                          "1e-15); remove eps or use formulation: paper")
     gate_user = user if setup.lora_cfg is not None else None
+    # official (no LoRA): clip the full gradient, then mask it (MLLMU_manifold.py::main)
+    clip_then_mask = opts.formulation == "official" and setup.lora_cfg is None
+
+    def phase_mask(frozen, batch):
+        """The saliency mask on ascent batches, all-pass on descent batches."""
+        up = batch["ascent"][0]
+        return {k: jnp.logical_or(v, up < 0.5) for k, v in frozen.get("mask", {}).items()}
 
     def loss(params, frozen, batch):
         """Masked ascent on rows flagged `ascent` = 1, plain descent otherwise (one compile)."""
         up = batch["ascent"][0]
-        m = frozen.get("mask")
-        if m is not None:
-            m = {k: jnp.logical_or(v, up < 0.5) for k, v in m.items()}
-        full = common.gate(setup.policy(params, frozen["base"]), frozen.get("user"))
+        m = None if clip_then_mask or "mask" not in frozen else phase_mask(frozen, batch)
+        full = common.gate(setup.policy(params, frozen["base"], frozen.get(DROPOUT_KEY)),
+                           frozen.get("user"))
         full = common.gate(full, m)
         nll = G.nll(common.logits_of(gd, full, batch, dtype=dtype, remat=remat), batch, scope)
         return jnp.where(up > 0.5, -w, 1.0) * nll, {"nll": nll}
@@ -193,7 +201,8 @@ def mmunlearner(model, data: UnlearnData, opts: MMUnlearnerOptions,
     result = common.fit_method(setup, tcfg, {"ascent": loss, "descent": loss}, schedule,
                           n_r + n_ascent, frozen_extra=extra,
                           update_mask=user if setup.lora_cfg is None else None,
-                          desc="mmunlearner")
+                          desc="mmunlearner",
+                          grad_mask=phase_mask if clip_then_mask and mask is not None else None)
     result.report["ascent_every"] = every
     result.report["formulation"] = opts.formulation
     result.report["mask_fraction"] = F.mask_fraction(mask) if mask is not None else 1.0

@@ -33,7 +33,7 @@ from jaxunlearn.objectives import gradient as G
 from jaxunlearn.objectives.distill import DISTILL_REDUCTIONS, feature_mse
 from jaxunlearn.stats import fisher as F
 from jaxunlearn.train import subsets
-from jaxunlearn.train.driver import TrainConfig
+from jaxunlearn.train.driver import DROPOUT_KEY, TrainConfig
 from jaxunlearn.train.typed import field
 
 SALIENCY = ("fisher", "ones", "zeros")
@@ -164,7 +164,8 @@ def vkd(model, data: UnlearnData, opts: VKDOptions, tcfg: TrainConfig) -> Method
 
     def loss(trainable, frozen, batch):
         f, r = batch["forget"], batch["retain"]
-        full = common.gate(setup.policy(trainable, frozen["base"]), frozen.get("user"))
+        full = common.gate(setup.policy(trainable, frozen["base"], frozen.get(DROPOUT_KEY)),
+                           frozen.get("user"))
         lf = G.nll(common.logits_of(gd, common.gate(full, frozen["mask"]), f, dtype=dtype,
                                     remat=remat), f)
         lr = G.nll(common.logits_of(gd, full, r, dtype=dtype, remat=remat), r)

@@ -32,8 +32,18 @@ def param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Sequence[str | None
     return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
 
 
+class KernelOp:
+    """A kernel value that computes `x @ kernel` itself (e.g. a LoRA adapter kept unmerged so
+    that dropout can act on its input path: `train.lora.LoraKernel`). Subclasses are pytrees
+    with `dtype`, `astype(dtype)`, `__getitem__(...)` returning themselves and `matmul(x)`."""
+
+    def matmul(self, x: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+
 class Linear(nnx.Module):
-    """y = x @ kernel + bias, kernel stored [in, out] (the transpose of torch's weight)."""
+    """y = x @ kernel + bias, kernel stored [in, out] (the transpose of torch's weight).
+    A `KernelOp` kernel computes the product itself."""
 
     def __init__(self, in_features: int, out_features: int, *, use_bias: bool,
                  axes: tuple[str | None, str | None], rngs: nnx.Rngs):
@@ -41,7 +51,8 @@ class Linear(nnx.Module):
         self.bias = param(rngs, (out_features,), (axes[1],), "zeros") if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.dot(x, self.kernel[...].astype(x.dtype))
+        k = self.kernel[...]
+        y = k.matmul(x) if isinstance(k, KernelOp) else jnp.dot(x, k.astype(x.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(x.dtype)
         return y

@@ -39,8 +39,9 @@ def label_weights(batch: dict, scope: str = "answer") -> jax.Array:
     """[B, T-1] fp32 weights of the labelled targets `input_ids[:, 1:]` under `scope`."""
     if scope == "answer":
         return answer_weights(batch)
-    if scope == "all_tokens":
-        return batch["attention_mask"][:, 1:].astype(jnp.float32) * _rows(batch)[:, None]
+    if scope == "all_tokens":  # a real target read from a real position (any padding side)
+        m = batch["attention_mask"].astype(jnp.float32)
+        return m[:, 1:] * m[:, :-1] * _rows(batch)[:, None]
     raise ValueError(f"unknown label_scope {scope!r}; use one of {LABEL_SCOPES}")
 
 

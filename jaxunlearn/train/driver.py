@@ -44,6 +44,7 @@ class TrainConfig:
     schedule: str = field("cosine", "learning-rate decay after warmup", choices=SCHEDULES)
     warmup_steps: int = field(0, "linear warmup steps", low=0)
     weight_decay: float = field(0.0, "AdamW weight decay", low=0)
+    adam_eps: float = field(1e-8, "AdamW epsilon (transformers' AdamW: 1e-6)", above=0)
     epochs: int = field(1, "passes over the training data", low=1)
     max_steps: int = field(0, "cap on optimizer steps (0: no cap)", low=0)
     batch_size: int = field(8, "examples per optimizer step", low=1)
@@ -57,7 +58,11 @@ class TrainConfig:
     lora: bool = field(False, "train a LoRA adapter instead of the subset")
     lora_rank: int = field(16, "LoRA rank", low=1)
     lora_alpha: float = field(32.0, "LoRA alpha (scale = alpha / rank)", above=0)
-    lora_dropout: float = field(0.0, "LoRA dropout (only 0 is supported)")
+    lora_dropout: float = field(0.0, "LoRA dropout on the adapter's input path while "
+                                "training (peft's lora_dropout; never at evaluation)", low=0,
+                                high=0.99)
+    lora_init: str = field("fan_in", "LoRA A init: fan_in (N(0, 1/d_in)) or gaussian (peft's "
+                           "N(0, 1/r^2))", choices=lora_lib.INITS)
     lora_targets: str = field(lora_lib.DEFAULT_TARGETS, "regex over the kernels LoRA adapts")
     seed: int = field(0, "seed of data order, LoRA init and retain subsampling")
     remat: bool = field(False, "rematerialise activations (less memory, more compute)")
@@ -70,13 +75,18 @@ class TrainConfig:
         if not self.lora:
             return None
         return lora_lib.LoraConfig(self.lora_rank, self.lora_alpha, self.lora_dropout,
-                                   self.lora_targets)
+                                   self.lora_targets, self.lora_init)
 
 
-def full_params(trainable: dict, frozen: dict, lora_cfg: lora_lib.LoraConfig | None) -> dict:
-    """Rebuild the model's parameter dict from the trainable and frozen parts."""
+DROPOUT_KEY = "dropout_key"  # frozen[...] entry: the step's PRNG key (LoRA dropout)
+
+
+def full_params(trainable: dict, frozen: dict, lora_cfg: lora_lib.LoraConfig | None,
+                key: jax.Array | None = None) -> dict:
+    """Rebuild the model's parameter dict from the trainable and frozen parts; with a
+    training step's `key` and LoRA dropout, the adapters stay unmerged (`lora.train_params`)."""
     if lora_cfg is not None:
-        return lora_lib.merge(frozen, trainable, lora_cfg)
+        return lora_lib.train_params(frozen, trainable, lora_cfg, key)
     return {**frozen, **trainable}
 
 
@@ -95,8 +105,9 @@ class Setup:
     base: dict               # frozen parameters (the whole model under LoRA)
     lora_cfg: lora_lib.LoraConfig | None
 
-    def policy(self, params: dict, base: dict) -> dict:
-        return full_params(params, base, self.lora_cfg)
+    def policy(self, params: dict, base: dict, key: jax.Array | None = None) -> dict:
+        """Full parameters; pass the step's `frozen.get(DROPOUT_KEY)` as `key` in a loss."""
+        return full_params(params, base, self.lora_cfg, key)
 
     def reference_part(self) -> dict:
         """What `reference()` needs besides `base`: the starting trainable leaves."""
@@ -219,12 +230,14 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
         batches: Callable[[int], Iterable], *, steps_per_epoch: int,
         frozen_extra: Mapping[str, Any] | None = None, update_mask: dict | None = None,
         log_path: str | Path | None = None, checkpoint_dir: str | Path | None = None,
-        desc: str = "train", on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
+        desc: str = "train", on_epoch: Callable[[int, dict], None] | None = None,
+        grad_mask: Callable[[Any, dict], dict] | None = None) -> FitResult:
     """Train `setup.trainable` for `cfg.epochs` epochs of `batches(epoch)`.
 
     `losses`: one loss (then `batches` yields batches) or `{phase: loss}` (then it yields
     `(phase, batch)`; phases mapping to the same function share one compiled step).
     `update_mask` ({trainable path: bool array}) keeps masked-out entries bit-identical.
+    `grad_mask(frozen, batch)` masks the gradient after clipping (`step.make_train_step`).
     With `checkpoint_dir` the run saves orbax checkpoints (every `cfg.checkpoint_every` steps
     and at the end) and resumes from the latest one, skipping the steps already taken.
     `on_epoch(epoch, full_params)` runs after every epoch (e.g. an evaluation)."""
@@ -242,14 +255,17 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
             raise ValueError(f"update mask names parameters that are not trainable here: "
                              f"{missing[:3]}; a mask under LoRA needs mask_lora: merged")
     total = total_steps(cfg, steps_per_epoch)
+    dropout = setup.lora_cfg is not None and setup.lora_cfg.dropout > 0
     opt = make_optimizer(cfg.lr, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
-                         total_steps=total, weight_decay=cfg.weight_decay)
+                         total_steps=total, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
     state = init_state(setup.trainable, opt, cfg.seed)
     compiled: dict[int, Callable] = {}
     for fn in loss_map.values():
         if id(fn) not in compiled:
             compiled[id(fn)] = make_train_step(fn, opt, grad_accum=cfg.grad_accum,
-                                               clip_norm=cfg.clip_norm, update_mask=update_mask)
+                                               clip_norm=cfg.clip_norm, update_mask=update_mask,
+                                               rng_key=DROPOUT_KEY if dropout else None,
+                                               grad_mask=grad_mask)
     steps = {name: compiled[id(fn)] for name, fn in loss_map.items()}
     frozen = {"base": setup.base, **(frozen_extra or {})}
     ckpt = (Checkpointer(checkpoint_dir, keep=cfg.keep_checkpoints, every=cfg.checkpoint_every)

@@ -8,8 +8,8 @@ from typing import Any
 from jaxunlearn.modeling.model import forward_hidden, forward_logits, model_inputs
 from jaxunlearn.objectives.nll import answer_nll, gather_answer_states, gathered_nll, token_accuracy
 from jaxunlearn.train import lora as lora_lib
-from jaxunlearn.train.driver import (FitResult, TrainConfig, count_params, fit, full_params,
-                                     make_setup)
+from jaxunlearn.train.driver import (DROPOUT_KEY, FitResult, TrainConfig, count_params, fit,
+                                     full_params, make_setup)
 
 __all__ = ["FinetuneResult", "TrainConfig", "count_params", "finetune", "full_params",
            "make_nll_loss"]
@@ -21,14 +21,14 @@ def make_nll_loss(graphdef: Any, *, dtype=None, remat: bool = False,
     With `answer_index` in the batch (see `data.answers.answer_index`) only the answer
     positions go through the output head."""
 
-    def loss(params: dict, frozen: dict, batch: dict):
+    def loss(params: dict, frozen: dict, batch: dict, key=None):
         if "answer_index" in batch:
-            hidden, module = forward_hidden(graphdef, full_params(params, frozen, lora_cfg),
+            hidden, module = forward_hidden(graphdef, full_params(params, frozen, lora_cfg, key),
                                             model_inputs(batch), dtype=dtype, remat=remat)
             states, targets, weights = gather_answer_states(hidden, batch)
             nll, n, acc = gathered_nll(module.lm_logits(states), targets, weights)
             return nll, {"weight": n, "accuracy": acc}
-        logits = forward_logits(graphdef, full_params(params, frozen, lora_cfg),
+        logits = forward_logits(graphdef, full_params(params, frozen, lora_cfg, key),
                                 model_inputs(batch), dtype=dtype, remat=remat)
         nll, n = answer_nll(logits, batch)
         return nll, {"weight": n, "accuracy": token_accuracy(logits, batch)}
@@ -51,7 +51,7 @@ def finetune(model, make_batches, cfg: TrainConfig, *, steps_per_epoch: int, log
                         lora_cfg=setup.lora_cfg)
 
     def loss(params, frozen, batch):
-        return nll(params, frozen["base"], batch)
+        return nll(params, frozen["base"], batch, frozen.get(DROPOUT_KEY))
 
     if not progress:
         cfg = dataclasses.replace(cfg, progress=False)

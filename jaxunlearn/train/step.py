@@ -47,8 +47,10 @@ def _split_micro(batch: dict, n: int) -> dict:
 
 
 def accumulate_grads(loss_fn: LossFn, params: dict, frozen: Any, batch: dict,
-                     grad_accum: int = 1) -> tuple[jax.Array, dict, dict]:
-    """(loss, grads, aux means) over `grad_accum` micro-batches, weighted by aux['weight']."""
+                     grad_accum: int = 1,
+                     rng_key: str | None = None) -> tuple[jax.Array, dict, dict]:
+    """(loss, grads, aux means) over `grad_accum` micro-batches, weighted by aux['weight'];
+    `frozen[rng_key]` (when named) is folded with each micro-batch's index."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if grad_accum == 1:
         (loss, aux), grads = grad_fn(params, frozen, batch)
@@ -56,7 +58,12 @@ def accumulate_grads(loss_fn: LossFn, params: dict, frozen: Any, batch: dict,
 
     def body(carry, mb):
         tot_loss, tot_grads, tot_w, tot_aux = carry
-        (loss, aux), grads = grad_fn(params, frozen, mb)
+        mb, i = mb
+        fz = frozen
+        if rng_key is not None:
+            k = jax.random.fold_in(jax.random.wrap_key_data(frozen[rng_key]), i)
+            fz = {**frozen, rng_key: jax.random.key_data(k)}
+        (loss, aux), grads = grad_fn(params, fz, mb)
         w = jnp.asarray(aux.get("weight", 1.0), jnp.float32)
         tot_grads = jax.tree.map(lambda a, g: a + g * w, tot_grads, grads)
         tot_aux = jax.tree.map(lambda a, x: a + x, tot_aux, aux)
@@ -68,7 +75,7 @@ def accumulate_grads(loss_fn: LossFn, params: dict, frozen: Any, batch: dict,
     zeros_aux = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
     zeros_g = jax.tree.map(jnp.zeros_like, params)
     init = (jnp.float32(0.0), zeros_g, jnp.float32(0.0), zeros_aux)
-    (loss, grads, w, aux), _ = jax.lax.scan(body, init, micro)
+    (loss, grads, w, aux), _ = jax.lax.scan(body, init, (micro, jnp.arange(grad_accum)))
     grads = jax.tree.map(lambda g: g / w, grads)
     aux = jax.tree.map(lambda a: a / grad_accum, aux)
     if "weight" in aux:
@@ -80,20 +87,34 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
                     grad_accum: int = 1, clip_norm: float | None = 1.0,
                     update_mask: dict | None = None, state_shardings: Any = None,
                     frozen_shardings: Any = None, batch_shardings: Any = None,
-                    donate: bool = True) -> Callable:
+                    donate: bool = True, rng_key: str | None = None,
+                    grad_mask: Callable[[Any, dict], dict] | None = None) -> Callable:
     """Build `step(state, frozen, batch) -> (state, metrics)` as one jitted function.
 
     `update_mask` (same keys as the trainable params; bool/0-1 arrays or scalars) multiplies
     the optimizer's updates, so masked entries never move, weight decay included.
     Shardings, when given, are passed to jit as explicit in/out shardings.
+    `grad_mask(frozen, batch) -> {path: 0/1 array}` multiplies the gradient AFTER clipping
+    (the global norm is that of the full gradient; MMUnlearner's published order), unlike a
+    mask applied inside the loss, which acts before the clip.
+    `rng_key` (a name): the loss finds a fresh PRNG key (raw key data) as `frozen[rng_key]`,
+    `fold_in(state.rng, step)` (and the micro-batch index under accumulation), e.g. for dropout.
     """
 
     def step(state: TrainState, frozen: Any, batch: dict):
-        loss, grads, aux = accumulate_grads(loss_fn, state.params, frozen, batch, grad_accum)
+        if rng_key is not None:
+            key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+            frozen = {**frozen, rng_key: jax.random.key_data(key)}
+        loss, grads, aux = accumulate_grads(loss_fn, state.params, frozen, batch, grad_accum,
+                                            rng_key)
         gnorm = optax.tree.norm(grads)
         if clip_norm is not None:
             scale = jnp.minimum(1.0, clip_norm / jnp.maximum(gnorm, 1e-12))
             grads = jax.tree.map(lambda g: g * scale, grads)
+        if grad_mask is not None:
+            gm = grad_mask(frozen, batch)
+            grads = {k: g * jnp.asarray(gm[k], g.dtype) if k in gm else g
+                     for k, g in grads.items()}
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         if update_mask is not None:
             updates = {k: u * jnp.asarray(update_mask[k], u.dtype) if k in update_mask else u
