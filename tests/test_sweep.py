@@ -25,7 +25,8 @@ DATA = ["data.synthetic.n_profiles=10", "data.synthetic.n_celebrities=4",
         "data.synthetic.image_size=32", "data.batch_size=4", "data.max_length=256"]
 # one forget profile's text QA fit in one batch: every point trains on one batch shape
 TRAIN = ["train.batch_size=16", "train.progress=false", "method.options.modality=text"]
-EVAL = ["eval.tasks=[classification]", "eval.max_profiles=1", "eval.max_questions=2",
+EVAL = ["eval.tasks=[classification]", "eval.sets=[forget,retain,celebrity]",
+        "eval.max_profiles=1", "eval.max_questions=2",
         "eval.bucket_size=256", "eval.progress=false"]
 METRIC = ["--metric", "classification/likelihood_accuracy"]
 

@@ -273,6 +273,7 @@ def run_sweep(ev: Evaluator, method: str, points: Sequence[Mapping[str, Any]], s
         if s not in set_names and s != "celebrity":
             raise ValueError(f"the sweep rule reads set {s!r}, which is not evaluated "
                              f"(sets: {set_names})")
+    ev = ev.with_model(_committed(ev.model))
     done = _load_points(out_dir)
     records: list[dict] = []
     if "reference" in done:
@@ -328,6 +329,16 @@ def run_sweep(ev: Evaluator, method: str, points: Sequence[Mapping[str, Any]], s
     if out_dir is not None:
         write_sweep(out_dir, result)
     return result
+
+
+def _committed(model: Any) -> Any:
+    """`model` with its parameters committed to their devices, as a trained model's are (a
+    jitted evaluation compiles separately for uncommitted arguments)."""
+    import jax
+
+    params = {k: jax.device_put(v, v.sharding) if isinstance(v, jax.Array) else v
+              for k, v in model.params.items()}
+    return model.replace(params=params)
 
 
 def _load_points(out_dir: str | os.PathLike | None) -> dict:
