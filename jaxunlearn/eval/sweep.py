@@ -393,13 +393,22 @@ def table_rows(doc: Mapping[str, Any]) -> list[dict]:
 def markdown(doc: Mapping[str, Any]) -> str:
     rows = table_rows(doc)
     head = list(rows[0])
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("yes" if v is True else
-                                                            "" if v is False else str(v))
+    scores_ = {h for h, _, _ in _columns(doc)}
+
+    def cell(h: str, v: Any) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, bool):
+            return "yes" if v else ""
+        if isinstance(v, float):
+            return f"{v:.4f}" if h in scores_ else f"{v:g}"
+        return str(v)
+
     lines = [f"## Sweep: {doc['method']} ({doc['rule']['metric']})", "",
              f"Rule: {doc['rule_text']}. Selected: "
              + (f"point {doc['selected']}" if doc["selected"] is not None else "none") + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(fmt(r[h]) for h in head) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(h, r[h]) for h in head) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
