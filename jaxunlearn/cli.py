@@ -97,9 +97,58 @@ def cmd_convert(a) -> int:
     return 0
 
 
+def _sweep_grid(overrides: list[str]) -> tuple[dict, list[str]]:
+    """({grid key: [values]}, the other overrides): an override whose value is a YAML list
+    and whose key is `train.KEY`, `method.options.KEY` or a bare name is a grid axis."""
+    from jaxunlearn.config import parse_override
+
+    grid, rest = {}, []
+    for text in overrides:
+        keys, value = parse_override(text)
+        key = ".".join(keys)
+        axis = len(keys) == 1 or keys[0] == "train" or keys[:2] == ["method", "options"]
+        if isinstance(value, list) and axis:
+            grid[key] = value
+        elif len(keys) == 1:
+            raise ValueError(f"sweep: {text!r} is neither a grid axis (KEY=[v1,v2,...]) nor a "
+                             "dotted override (section.key=value)")
+        else:
+            rest.append(text)
+    return grid, rest
+
+
+def cmd_sweep(a) -> int:
+    from jaxunlearn.commands import sweep_command
+    from jaxunlearn.config import load_config
+
+    grid, rest = _sweep_grid(a.overrides or [])
+    cfg = load_config(a.config, rest)
+    if a.overwrite:
+        cfg["output"]["overwrite"] = True
+    cfg["method"]["name"] = a.method
+    guards = tuple(g for g in a.guards.split(",") if g)
+    sweep_command(cfg, grid, {"metric": a.metric, "keep": a.keep, "guards": guards})
+    return 0
+
+
 def cmd_report(a) -> int:
     from jaxunlearn.eval.report import merge_reports
 
+    sweeps = [d for d in a.runs if (Path(d) / "sweep.json").is_file()]
+    if sweeps:
+        from jaxunlearn.eval.sweep import overlay_frontiers
+
+        if len(sweeps) != len(a.runs):
+            other = sorted(set(a.runs) - set(sweeps))
+            raise ValueError(f"report: {other[0]} holds no sweep.json; pass only sweep "
+                             "directories (frontier overlay) or only run directories")
+        if not a.out:
+            raise ValueError("report of sweeps: pass --out DIR for the frontier overlay")
+        print(overlay_frontiers(sweeps, a.out)["markdown"])
+        print(f"frontiers of {len(sweeps)} sweeps written to {a.out}")
+        return 0
+    if a.out:
+        raise ValueError("report --out is for sweep directories (frontier overlay)")
     for d in a.runs:
         if not (Path(d) / "report.json").is_file():
             raise FileNotFoundError(f"{d}/report.json not found; pass run directories")
@@ -252,8 +301,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     p.set_defaults(fn=cmd_convert)
 
-    p = sub.add_parser("report", help="merge run reports into one comparison table")
-    p.add_argument("runs", nargs="+", help="run directories with report.json")
+    p = sub.add_parser("sweep", help="run a method over a grid of settings; frontier and "
+                       "selected point", epilog=_train_epilog() + "\n" + _methods_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", required=True, help="method name")
+    p.add_argument("--metric", default="classification/accuracy",
+                   help="task/metric of the frontier and the rule (default "
+                   "classification/accuracy)")
+    p.add_argument("--keep", type=float, default=0.9, help="rule: guard sets keep at least "
+                   "this share of the starting model's score (default 0.9)")
+    p.add_argument("--guards", default="retain,celebrity",
+                   help="rule: comma list of guard sets (default retain,celebrity)")
+    p.add_argument("--config", help="experiment YAML (keys: docs/configuration.md)")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE + "; = output.overwrite=true")
+    p.add_argument("overrides", nargs="*", help="grid axes KEY=[v1,v2,...] (train.KEY, "
+                   "method.options.KEY or a bare name) and dotted overrides")
+    p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("report", help="merge run reports into one comparison table, or "
+                       "overlay sweeps' frontiers (--out)")
+    p.add_argument("runs", nargs="+", help="run directories with report.json, or sweep "
+                   "directories with sweep.json")
+    p.add_argument("--out", help="sweeps: directory for frontiers.png / .json / .md")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("bench", help="speed vs HF PyTorch, or memory plans (--plan)")
@@ -290,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         reuse_freed_host_memory()  # CPU runs reuse freed host memory (see host_memory.py)
+        from jaxunlearn.compile_cache import configure
+
+        configure()  # persistent XLA cache: JAXUNLEARN_COMPILE_CACHE (see compile_cache.py)
         return int(args.fn(args) or 0)
     except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
         if args.debug:

@@ -1,5 +1,5 @@
-"""The work behind the CLI's experiment commands (finetune, unlearn, evaluate, protocol,
-convert). Each writes into `output.dir` and prints where."""
+"""The work behind the CLI's experiment commands (finetune, unlearn, evaluate, sweep,
+protocol, convert). Each writes into `output.dir` and prints where."""
 
 from __future__ import annotations
 
@@ -73,8 +73,9 @@ def _refuse_inputs_inside(out: Path, cfg: dict) -> None:
 
 
 def _resumable(work: Path) -> bool:
-    return (_stored_config(work) is not None and (work / "checkpoints").is_dir()
-            and any((work / "checkpoints").iterdir()))
+    return _stored_config(work) is not None and (
+        ((work / "checkpoints").is_dir() and any((work / "checkpoints").iterdir()))
+        or (work / "points.jsonl").is_file())  # a sweep's finished points
 
 
 def check_output(cfg: dict, command: str) -> Path:
@@ -413,4 +414,45 @@ def protocol_command(name: str, cfg: dict, model_dir: str | None = None) -> Path
                       train=train, forget_split=cfg["data"]["forget_split"], out_dir=out)
         spec.run(ev, study, options)
     print(f"protocol {spec.name}: report in {cfg['output']['dir']}")
+    return Path(cfg["output"]["dir"])
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+def sweep_command(cfg: dict, grid: dict, rule_kw: dict | None = None) -> Path:
+    """`method.name` over `grid` (`{key: [values]}`, see `eval.sweep.grid_points`), every
+    point evaluated on the `evaluate` command's sets, tasks and modalities; writes the sweep's
+    files (`eval.sweep.write_sweep`) to output.dir. Resumes an interrupted sweep of the same
+    config at its next point."""
+    from jaxunlearn.eval.evaluate import benchmark_sets
+    from jaxunlearn.eval.sweep import SelectionRule, grid_points, markdown, run_sweep
+
+    rule = SelectionRule(**(rule_kw or {}))
+    method = cfg["method"]["name"]
+    points = grid_points(method, grid, cfg["method"]["options"], cfg["train"])  # fail fast
+    forget_split, retain_split = session.split_pair(cfg)
+    tasks = list(cfg["eval"]["tasks"])
+    if rule.task not in tasks:
+        raise ValueError(f"the sweep metric {rule.metric} needs eval.tasks to include "
+                         f"{rule.task!r} (eval.tasks: {tasks})")
+    for s in [rule.forget, *rule.guards]:
+        if s not in cfg["eval"]["sets"] and s != "celebrity":
+            raise ValueError(f"the sweep rule reads set {s!r}; add it to eval.sets")
+    record = {**cfg, "sweep": {"grid": grid, "rule": dataclasses.asdict(rule)}}
+    check_output(record, "sweep")
+    ev, bench = evaluator_for(cfg)
+    sets = benchmark_sets(bench, forget_split, retain_split,
+                          max_profiles=cfg["eval"]["max_profiles"])
+    unknown = set(cfg["eval"]["sets"]) - set(sets) - {"celebrity"}
+    if unknown:
+        raise ValueError(f"eval.sets names {sorted(unknown)}; available: {sorted(sets)}")
+    sets = {k: v for k, v in sets.items() if k in cfg["eval"]["sets"]}
+    data = session.unlearn_data(bench, ev.tokenizer, ev.pipeline, cfg)
+    t0 = time.perf_counter()
+    with run_directory(record, "sweep") as out:
+        result = run_sweep(ev, method, points, sets, data, rule=rule, tasks=tasks,
+                           modalities=cfg["eval"]["modalities"], out_dir=out)
+    print(markdown(result.doc))
+    print(f"sweep {method}: {len(points)} points in {time.perf_counter() - t0:.1f}s; written "
+          f"to {cfg['output']['dir']}")
     return Path(cfg["output"]["dir"])

@@ -9,6 +9,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
                       "--xla_backend_optimization_level=0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("JAXUNLEARN_COMPILE_CACHE", "off")  # no user-wide cache from the suite
 sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402

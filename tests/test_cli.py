@@ -12,7 +12,7 @@ from jaxunlearn.cli import build_parser, main
 
 SUBCOMMANDS = [[], ["demo"], ["data"], ["data", "synth"], ["data", "show"], ["finetune"],
                ["unlearn"], ["evaluate"], ["protocol"], ["prune"], ["prune", "apply"],
-               ["convert"], ["report"], ["bench"]]
+               ["convert"], ["sweep"], ["report"], ["bench"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w) or "top")

@@ -57,7 +57,7 @@ def test_docs_cover_every_key_method_and_protocol():
         assert f"| `{name}` |" in methods
     commands = _text("commands.md")
     for command in ("demo", "data synth", "finetune", "unlearn", "evaluate", "protocol",
-                    "prune apply", "convert", "report", "bench"):
+                    "prune apply", "convert", "sweep", "report", "bench"):
         assert f"## `jaxunlearn {command}" in commands, command
 
 

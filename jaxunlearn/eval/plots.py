@@ -205,3 +205,48 @@ def plot_utility_forgetting(records: Sequence[Mapping], path: str | os.PathLike,
     ax.grid(alpha=0.3)
     _save(fig, path)
     return series
+
+
+def plot_frontiers(frontiers: Mapping[str, Mapping[str, Mapping]], path: str | os.PathLike, *,
+                   title: str = "") -> Series:
+    """Sweep frontiers (`eval.sweep.frontier_data`), one panel per modality: every point of
+    every sweep (x = retain score ↑, y = forget score ↓), the Pareto frontier as a line, the
+    starting model as a star and each sweep's selected point ringed.
+
+    Returns `{"<sweep>/<modality>": {"x": [...], "y": [...]}}`: the points drawn."""
+    mods = list(dict.fromkeys(m for fr in frontiers.values() for m in fr))
+    series: Series = {}
+    _require({k: v for k, v in frontiers.items() if v}, "the sweeps' frontiers")
+    fig = Figure(figsize=(4.2 * len(mods), 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    for j, mod in enumerate(mods):
+        ax = fig.add_subplot(1, len(mods), j + 1)
+        ref_drawn = False
+        for i, (label, fr) in enumerate(frontiers.items()):
+            d = fr.get(mod)
+            if not d:
+                continue
+            color = f"C{i % 10}"
+            series[f"{label}/{mod}"] = {"x": list(d["x"]), "y": list(d["y"])}
+            ax.scatter(d["x"], d["y"], color=color, s=22, alpha=0.7, label=label)
+            pos = {idx: k for k, idx in enumerate(d["index"])}
+            line = [pos[idx] for idx in d["pareto"]]
+            ax.plot([d["x"][k] for k in line], [d["y"][k] for k in line], color=color, lw=1.2)
+            if d.get("selected") in pos:
+                k = pos[d["selected"]]
+                ax.scatter([d["x"][k]], [d["y"][k]], s=160, facecolors="none",
+                           edgecolors=color, linewidths=1.8)
+            if not ref_drawn and d.get("x0") is not None and d.get("y0") is not None:
+                ax.scatter([d["x0"]], [d["y0"]], marker="*", s=140, color="black",
+                           label="starting model")
+                ref_drawn = True
+            ax.set_xlabel(f"{d['x_label']} ({mod}) ↑", fontsize=8)
+            ax.set_ylabel(f"{d['y_label']} ({mod}) ↓", fontsize=8)
+        ax.set_title(mod, fontsize=9)
+        ax.grid(alpha=0.3)
+        if j == 0:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+    return series

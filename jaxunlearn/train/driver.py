@@ -4,7 +4,9 @@ fine-tuning, the gradient / distillation unlearning methods, SMFA's fine-tunes, 
 relearning attack and the PULSE fine-tunes).
 
 `fit` builds one jitted step per distinct loss (`train.step.make_train_step`: gradient
-accumulation, clipping, the update mask), one optimizer and train state shared by all phases,
+accumulation, clipping, the update mask; compiled once per process for every run that traces to
+the same program, `train.programs.CachedProgram`: the learning rate, schedule lengths and weight
+decay are runtime values of the optimizer state), one optimizer and train state shared by all phases,
 and runs `batches(epoch)` for `cfg.epochs` epochs (capped at `cfg.max_steps`), with a progress
 bar, JSONL metrics, orbax checkpoints and resume.
 
@@ -245,6 +247,7 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
 
     from jaxunlearn.checkpoint.state import Checkpointer
     from jaxunlearn.train.state import init_state, make_optimizer
+    from jaxunlearn.train.programs import CachedProgram
     from jaxunlearn.train.step import make_train_step
 
     phased = isinstance(losses, Mapping)
@@ -262,10 +265,11 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
     compiled: dict[int, Callable] = {}
     for fn in loss_map.values():
         if id(fn) not in compiled:
-            compiled[id(fn)] = make_train_step(fn, opt, grad_accum=cfg.grad_accum,
-                                               clip_norm=cfg.clip_norm, update_mask=update_mask,
-                                               rng_key=DROPOUT_KEY if dropout else None,
-                                               grad_mask=grad_mask)
+            compiled[id(fn)] = CachedProgram(  # shared by runs that trace to one program
+                make_train_step(fn, opt, grad_accum=cfg.grad_accum, clip_norm=cfg.clip_norm,
+                                update_mask=update_mask,
+                                rng_key=DROPOUT_KEY if dropout else None,
+                                grad_mask=grad_mask), "train_step")
     steps = {name: compiled[id(fn)] for name, fn in loss_map.items()}
     frozen = {"base": setup.base, **(frozen_extra or {})}
     ckpt = (Checkpointer(checkpoint_dir, keep=cfg.keep_checkpoints, every=cfg.checkpoint_every)

@@ -1,0 +1,100 @@
+"""The CLI's persistent XLA compilation cache and compile log.
+
+`JAXUNLEARN_COMPILE_CACHE`: `off` disables the cache; a directory path uses it; unset, the
+cache lives in `$XDG_CACHE_HOME/jaxunlearn/xla` (`~/.cache/jaxunlearn/xla`). Every program is
+cached, however small or quick to compile (JAX's default skips programs compiled in under a
+second), so a rerun of a command compiles nothing it compiled before.
+
+`JAXUNLEARN_COMPILE_LOG=FILE` appends one JSON line per XLA compile (`event`: JAX's
+`/jax/core/compile/backend_compile_duration`, which on a cache hit measures the cache read;
+`fun_name`; `seconds`) and one per cache hit (`/jax/compilation_cache/cache_hits`): what
+`jaxunlearn` spent compiling, independent of wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+CACHE_ENV = "JAXUNLEARN_COMPILE_CACHE"
+LOG_ENV = "JAXUNLEARN_COMPILE_LOG"
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+CACHE_HIT = "/jax/compilation_cache/cache_hits"
+
+_configured = False
+_lock = threading.Lock()
+
+
+def cache_dir() -> Path | None:
+    """The cache directory `JAXUNLEARN_COMPILE_CACHE` asks for (None: off)."""
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if value.lower() == "off":
+        return None
+    if value:
+        return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "jaxunlearn" / "xla"
+
+
+def configure() -> Path | None:
+    """Turn on the persistent cache and the compile log as the environment says (once per
+    process, before the first compile); returns the cache directory or None."""
+    global _configured
+    import jax
+
+    if _configured:
+        return cache_dir()
+    _configured = True
+    log = os.environ.get(LOG_ENV, "").strip()
+    if log:
+        _start_log(Path(log))
+    path = cache_dir()
+    if path is None:
+        return None
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{CACHE_ENV}: cannot create the compilation cache directory "
+                         f"{path} ({e.strerror}); set {CACHE_ENV}=off or another directory") \
+            from None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return path
+
+
+def _start_log(path: Path) -> None:
+    import jax
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(event: str, **fields) -> None:
+        with _lock, open(path, "a") as f:
+            f.write(json.dumps({"event": event, **fields}) + "\n")
+
+    def on_duration(event: str, seconds: float, **kw) -> None:
+        if event == BACKEND_COMPILE:
+            write(event, fun_name=str(kw.get("fun_name", "")), seconds=seconds)
+
+    def on_event(event: str, **kw) -> None:
+        if event == CACHE_HIT:
+            write(event)
+
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    jax.monitoring.register_event_listener(on_event)
+
+
+def read_log(path: str | os.PathLike) -> dict:
+    """Totals of a compile log: `compiles` (count), `seconds` (backend compile time, cache
+    reads included) and `cache_hits`."""
+    n, secs, hits = 0, 0.0, 0
+    for line in Path(path).read_text().splitlines():
+        rec = json.loads(line)
+        if rec["event"] == BACKEND_COMPILE:
+            n += 1
+            secs += rec["seconds"]
+        elif rec["event"] == CACHE_HIT:
+            hits += 1
+    return {"compiles": n, "seconds": secs, "cache_hits": hits}

@@ -1,0 +1,157 @@
+"""`jaxunlearn sweep`, the frontier overlay of `jaxunlearn report`, one compiled train step per
+sweep, and the persistent compilation cache across CLI invocations (tiny random LLaVA, the
+small synthetic benchmark of the CLI tests)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+from hf_fixtures import save_tiny_family
+from jaxunlearn.cli import main
+from jaxunlearn.compile_cache import BACKEND_COMPILE, read_log
+from jaxunlearn.data.synthetic import SynthConfig, generate_benchmark
+from jaxunlearn.eval.records import lookup
+from jaxunlearn.train import programs
+
+DATA = ["data.synthetic.n_profiles=10", "data.synthetic.n_celebrities=4",
+        "data.synthetic.image_size=32", "data.batch_size=4", "data.max_length=256"]
+# one forget profile's text QA fit in one batch: every point trains on one batch shape
+TRAIN = ["train.batch_size=16", "train.progress=false", "method.options.modality=text"]
+EVAL = ["eval.tasks=[classification]", "eval.sets=[forget,retain,celebrity]",
+        "eval.max_profiles=1", "eval.max_questions=2",
+        "eval.bucket_size=256", "eval.progress=false"]
+METRIC = ["--metric", "classification/likelihood_accuracy"]
+
+_compiles: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, secs, **kw: _compiles.append(str(kw.get("fun_name")))
+    if event == BACKEND_COMPILE else None)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    bench = generate_benchmark(SynthConfig(seed=0, n_profiles=10, n_celebrities=4,
+                                           image_size=32))
+    return save_tiny_family("llava", tmp_path_factory.mktemp("sweep") / "llava", bench=bench)
+
+
+@pytest.fixture(scope="module")
+def ga_sweep(base, tmp_path_factory):
+    """The 4 learning rates x 2 epoch counts sweep of ga, and the compiles it caused."""
+    out = tmp_path_factory.mktemp("runs") / "ga"
+    programs.clear_program_cache()
+    start = len(_compiles)
+    rc = main(["sweep", "--method", "ga", *METRIC, f"model.checkpoint={base}", *DATA, *TRAIN,
+               *EVAL, "train.lr=[1e-3,1e-2,3e-2,1e-1]", "epochs=[1,2]", f"output.dir={out}"])
+    assert rc == 0
+    return out, dict(programs.COMPILES), _compiles[start:]
+
+
+def test_sweep_compiles_the_train_step_once(ga_sweep):
+    out, counts, compiles = ga_sweep
+    assert counts["train_step"] == 1
+    assert compiles.count("jit(step)") == 1, compiles  # XLA's own compile events agree
+    assert counts["optimizer_init"] == 1
+
+
+def test_sweep_points_frontier_and_selection(ga_sweep):
+    out, _, _ = ga_sweep
+    doc = json.loads((out / "sweep.json").read_text())
+    records = json.loads((out / "report.json").read_text())["records"]
+    points = doc["points"]
+    assert len(points) == 8
+    assert [(p["settings"]["train.lr"], p["settings"]["train.epochs"]) for p in points] == \
+        [(lr, e) for lr in (1e-3, 1e-2, 3e-2, 1e-1) for e in (1, 2)]
+    sets, mods = ("forget", "retain", "celebrity"), ("multi", "text")
+
+    def score(label, s, m):
+        return lookup(records, method=label, set=s, task="classification", modality=m,
+                      metric="likelihood_accuracy")
+
+    ref = {s: sum(score("vanilla", s, m) for m in mods) / 2 for s in sets}
+    table = list(csv.DictReader((out / "sweep.csv").open()))
+    assert table[0]["point"] == "vanilla" and len(table) == 9
+    for p, row in zip(points, table[1:]):
+        assert p["steps"] == p["settings"]["train.epochs"]  # one batch per epoch
+        for s in sets:  # every point evaluated on every set and modality
+            vals = [score(f"ga[{p['index']}]", s, m) for m in mods]
+            assert None not in vals
+            assert p["scores"][s]["mean"] == pytest.approx(sum(vals) / 2)
+            for m in mods:
+                assert float(row[f"{s} {m}"]) == pytest.approx(p["scores"][s][m])
+    # the numbers behind the plot are the table's
+    for m in (*mods, "mean"):
+        fr = doc["frontier"][m]
+        assert fr["index"] == [int(r["point"]) for r in table[1:]]
+        assert fr["x"] == pytest.approx([float(r[f"retain {m}"]) for r in table[1:]])
+        assert fr["y"] == pytest.approx([float(r[f"forget {m}"]) for r in table[1:]])
+        for i in fr["pareto"]:  # no point beats a frontier point
+            x, y = fr["x"][i], fr["y"][i]
+            assert not any(x2 >= x and y2 <= y and (x2 > x or y2 < y)
+                           for x2, y2 in zip(fr["x"], fr["y"]))
+    # the rule, recomputed from the numbers
+    ok = [p for p in points if all(p["scores"][g]["mean"] >= 0.9 * ref[g]
+                                   for g in ("retain", "celebrity"))]
+    assert [p["eligible"] for p in points] == [p in ok for p in points]
+    want = max(ok, key=lambda p: ref["forget"] - p["scores"]["forget"]["mean"])["index"] \
+        if ok else None
+    assert doc["selected"] == want
+    assert (out / "frontier.png").stat().st_size > 1000
+    assert (out / "sweep.md").read_text().startswith("## Sweep: ga")
+
+
+def test_report_overlays_two_sweeps(ga_sweep, base, tmp_path):
+    out1 = ga_sweep[0]
+    out2 = tmp_path / "ga_b"
+    assert main(["sweep", "--method", "ga", *METRIC, f"model.checkpoint={base}", *DATA, *TRAIN,
+                 *EVAL, "train.lr=[5e-2]", "train.epochs=[3]", f"output.dir={out2}"]) == 0
+    overlay = tmp_path / "overlay"
+    assert main(["report", str(out1), str(out2), "--out", str(overlay)]) == 0
+    data = json.loads((overlay / "frontiers.json").read_text())
+    assert set(data) == {f"ga ({out1.name})", "ga (ga_b)"}
+    for label, d in ((f"ga ({out1.name})", out1), ("ga (ga_b)", out2)):
+        assert data[label] == json.loads((d / "sweep.json").read_text())["frontier"]
+    assert (overlay / "frontiers.png").stat().st_size > 1000
+    assert "| ga (ga_b) |" in (overlay / "frontiers.md").read_text()
+
+
+@pytest.mark.parametrize("grid, message", [
+    ("train.lrr=[1,2]", "did you mean"),
+    ("bogus=[1,2]", "neither an option of ga nor a train key"),
+    ("train.lr=[1e-3,-1]", "train.lr"),
+])
+def test_bad_grid_is_one_error(grid, message, capsys, tmp_path):
+    rc = main(["sweep", "--method", "ga", grid, f"output.dir={tmp_path / 'x'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_second_invocation_hits_the_compile_cache(base, tmp_path):
+    """A rerun of the same command reads its programs from the persistent cache: its XLA
+    compile time (compile log, not wall time) is under 20% of the first run's."""
+    env = {**os.environ, "JAXUNLEARN_COMPILE_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
+    logs = []
+    for i in range(2):
+        log = tmp_path / f"compile{i}.jsonl"
+        run = subprocess.run(
+            [sys.executable, "-m", "jaxunlearn.cli", "unlearn", "--method", "ga", "--model",
+             str(base), *DATA, *TRAIN, "train.max_steps=1", "output.export_hf=false",
+             f"output.dir={tmp_path / f'run{i}'}"], env={**env, "JAXUNLEARN_COMPILE_LOG":
+                                                          str(log)},
+            capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        logs.append(read_log(log))
+    first, second = logs
+    assert first["compiles"] > 0 and first["cache_hits"] == 0
+    assert second["cache_hits"] > 0
+    assert second["seconds"] < 0.2 * first["seconds"], (first, second)
