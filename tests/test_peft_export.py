@@ -5,6 +5,8 @@ equal the Flax model with the adapter merged (<= 1e-4)."""
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -55,7 +57,7 @@ def test_peft_adapter_loads_and_matches(family, tmp_path):
     hf, (ids, mask, pix, extra), kwargs = _build(family, tmp_path / "base")
     model = ju.load_pretrained(tmp_path / "base")
     assert model.hf_config["model_type"] == family
-    lcfg = lora_lib.LoraConfig(rank=4, alpha=8.0)
+    lcfg = lora_lib.LoraConfig(rank=4, alpha=8.0, dropout=0.05)  # dropout: training only
     adapter = lora_lib.init_lora(model.params, lcfg, seed=0)
     adapter = {k: (v + 0.05 * jax.random.normal(jax.random.key(i), v.shape)
                    if k.endswith("lora_b") else v) for i, (k, v) in enumerate(adapter.items())}
@@ -65,6 +67,7 @@ def test_peft_adapter_loads_and_matches(family, tmp_path):
     out = save_peft_adapter(adapter, lcfg, model, tmp_path / "adapter")
     written = load_file(str(out / "adapter_model.safetensors"))
     assert len(written) == len(adapter)
+    assert json.loads((out / "adapter_config.json").read_text())["lora_dropout"] == 0.05
     with torch.no_grad():
         plain = hf(**kwargs).logits.numpy()  # before PEFT injects its layers in place
         peft_model = PeftModel.from_pretrained(hf, out).eval()

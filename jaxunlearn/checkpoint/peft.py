@@ -26,6 +26,7 @@ class LoraSettings(Protocol):
 
     rank: int
     alpha: float
+    dropout: float
 
 
 def peft_tensors(lora: Mapping[str, object], model: Model) -> tuple[dict[str, np.ndarray],
@@ -58,11 +59,12 @@ def save_peft_adapter(lora: Mapping[str, object], cfg: LoraSettings, model: Mode
                       out_dir: str | Path) -> Path:
     """Write a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`)
     that `peft.PeftModel.from_pretrained(hf_model, out_dir)` loads onto the HF model of
-    `model`'s family (llava, llava_onevision, qwen2_vl, qwen2_5_vl)."""
+    `model`'s family (llava, llava_onevision, qwen2_vl, qwen2_5_vl). The config records the
+    trained LoRA dropout (peft applies it only in training mode, so inference is unchanged)."""
     tensors, modules = peft_tensors(lora, model)
     config = {
         "peft_type": "LORA", "r": int(cfg.rank), "lora_alpha": float(cfg.alpha),
-        "lora_dropout": 0.0, "target_modules": modules, "bias": "none", "fan_in_fan_out": False,
+        "lora_dropout": float(cfg.dropout), "target_modules": modules, "bias": "none", "fan_in_fan_out": False,
         "init_lora_weights": True, "inference_mode": True, "task_type": None,
         "base_model_name_or_path": model.source_dir, "modules_to_save": None,
         "use_rslora": False, "use_dora": False,
