@@ -28,12 +28,16 @@ def cmd_data(a) -> int:
     from jaxunlearn.data.cli_data import show_main, synth_main
 
     if a.data_cmd == "synth":
+        from jaxunlearn.parallel import distributed
+
         for flag, value, least in (("--profiles", a.profiles, 1), ("--celebrities", a.celebrities, 0),
                                    ("--image-size", a.image_size, 8)):
             if value < least:
                 raise ValueError(f"data synth {flag} {value}: must be at least {least}")
-        synth_main(a.out, seed=a.seed, n_profiles=a.profiles, n_celebrities=a.celebrities,
-                   image_size=a.image_size, overwrite=a.overwrite)
+        if distributed.is_primary():  # several processes: process 0 writes, the others wait
+            synth_main(a.out, seed=a.seed, n_profiles=a.profiles, n_celebrities=a.celebrities,
+                       image_size=a.image_size, overwrite=a.overwrite)
+        distributed.barrier("data synth")
     else:
         show_main(a.dir)
     return 0
@@ -84,9 +88,12 @@ def cmd_protocol(a) -> int:
 
 def cmd_prune(a) -> int:
     from jaxunlearn.methods.prune_io import apply_masks_to_checkpoint
+    from jaxunlearn.parallel import distributed
 
-    out = apply_masks_to_checkpoint(a.masks, a.model, a.out, overwrite=a.overwrite)
-    print(f"wrote pruned checkpoint to {out}")
+    if distributed.is_primary():  # several processes: process 0 writes, the others wait
+        out = apply_masks_to_checkpoint(a.masks, a.model, a.out, overwrite=a.overwrite)
+        print(f"wrote pruned checkpoint to {out}")
+    distributed.barrier("prune apply")
     return 0
 
 
@@ -178,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="jaxunlearn", description=__doc__.split("\n\n")[0])
     ap.add_argument("--debug", action="store_true",
                     help="show the traceback of user errors too (any position)")
+    ap.add_argument("--distributed-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                    help="multi-process runs (JAX_COORDINATOR_ADDRESS / SLURM / TPU pod): "
+                    "seconds to wait for every process to join, and for a silent peer before "
+                    "stopping (any position; default %(default)g)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="offline end-to-end demo on a tiny LLaVA")
@@ -267,6 +278,35 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+DEFAULT_TIMEOUT = 300.0
+
+
+def _pop_timeout(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], float]:
+    """Remove `--distributed-timeout S` (or `=S`) from any position; its value (> 0)."""
+    out, value, i = [], None, 0
+    while i < len(argv):
+        x = argv[i]
+        if x == "--distributed-timeout":
+            if i + 1 >= len(argv):
+                parser.error("--distributed-timeout needs a number of seconds")
+            value, i = argv[i + 1], i + 2
+            continue
+        if x.startswith("--distributed-timeout="):
+            value = x.split("=", 1)[1]
+        else:
+            out.append(x)
+        i += 1
+    if value is None:
+        return out, DEFAULT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        parser.error(f"--distributed-timeout {value!r}: expected a number of seconds > 0")
+    return out, seconds
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; `key=value` overrides may come before or after options
     (argparse alone stops collecting positionals at the first option after them)."""
@@ -274,8 +314,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [x for x in argv if x != "--debug"]
+    argv, timeout = _pop_timeout(argv, parser)
     args, extra = parser.parse_known_args(argv)
     args.debug = debug
+    args.distributed_timeout = timeout
     if extra:
         stray = [x for x in extra if x.startswith("-") or "=" not in x]
         if stray or not hasattr(args, "overrides"):
@@ -287,9 +329,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from jaxunlearn.host_memory import reuse_freed_host_memory
+    from jaxunlearn.parallel.distributed import DistributedError, initialize
 
     try:
         reuse_freed_host_memory()  # CPU runs reuse freed host memory (see host_memory.py)
+        # several processes (launcher environment): join them before any JAX computation
+        initialize(args.distributed_timeout)
+    except DistributedError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 3
+    try:
         return int(args.fn(args) or 0)
     except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
         if args.debug:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from typing import Iterator
 from jaxunlearn import session
 from jaxunlearn.checkpoint.atomic import (apply_umask, is_empty_dir, refuse_existing,
                                           replace_directory)
+from jaxunlearn.parallel import distributed
 
 
 # keys that do not change a run's results: a resume may differ in them
@@ -113,6 +115,8 @@ def check_output(cfg: dict, command: str) -> Path:
 def run_directory(cfg: dict, command: str) -> Iterator[Path]:
     """The working directory of a run: `.<output.dir name>.partial` beside `output.dir`,
     renamed to `output.dir` once the command completes (never a half-written `output.dir`).
+    With several processes all of them wait for each other here, and process 0 alone
+    creates, writes and renames the directory (the others write only their logs).
 
     Call it after validation: it writes `config.json` first. A non-empty `output.dir` is
     refused unless `output.overwrite` (then it is replaced whole at the end); an interrupted
@@ -122,17 +126,23 @@ def run_directory(cfg: dict, command: str) -> Iterator[Path]:
     record = {**_record(cfg), "command": command}
     overwrite = bool(cfg["output"].get("overwrite"))
     work = check_output(cfg, command)
-    if work.exists():
-        if overwrite or not _resumable(work):
+    resume = work.exists() and not overwrite and _resumable(work)
+    distributed.barrier("run_directory:checked")  # every process decided before any change
+    if distributed.is_primary():
+        if work.exists() and not resume:
             shutil.rmtree(work)
-        else:
+        elif resume:
             print(f"resuming the interrupted run in {work}", file=sys.stderr)
-    work.mkdir(parents=True, exist_ok=True)
-    if not (work / "config.json").is_file():
-        _atomic_json(work / "config.json", record)
+        work.mkdir(parents=True, exist_ok=True)
+        if not (work / "config.json").is_file():
+            _atomic_json(work / "config.json", record)
+    distributed.barrier("run_directory:ready")
     yield work
-    apply_umask(work)
-    replace_directory(work, out)
+    distributed.barrier("run_directory:written")
+    if distributed.is_primary():
+        apply_umask(work)
+        replace_directory(work, out)
+    distributed.barrier("run_directory:renamed")
 
 
 def _save_model(model, tok, out: Path) -> Path:
@@ -150,6 +160,18 @@ def _atomic_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def _on_mesh(fn):
+    """Run a command with its mesh current (`session.command_mesh`; its config is the first
+    dict argument)."""
+    @functools.wraps(fn)
+    def run(*args, **kw):
+        cfg = kw["cfg"] if "cfg" in kw else next(a for a in args if isinstance(a, dict))
+        with session.command_mesh(cfg):
+            return fn(*args, **kw)
+    return run
+
+
+@_on_mesh
 def finetune_command(cfg: dict) -> Path:
     """Vanilla fine-tuning on the training QA of every fictitious profile."""
     from jaxunlearn.data.pipeline import make_mixed_dataset, qa_records
@@ -174,12 +196,13 @@ def finetune_command(cfg: dict) -> Path:
                           log_path=out / "metrics.jsonl", checkpoint_dir=out / "checkpoints")
         model = model.replace(params=result.params)
         session.check_finite_model(model, "the fine-tuned model")
-        _save_model(model, tok, out)
-        if result.lora is not None:
-            from jaxunlearn.methods.base import save_lora
+        if distributed.is_primary():
+            _save_model(model, tok, out)
+            if result.lora is not None:
+                from jaxunlearn.methods.base import save_lora
 
-            save_lora(result.lora, tcfg.lora_config(), out / "lora")
-        _atomic_json(out / "finetune_report.json", result.report)
+                save_lora(result.lora, tcfg.lora_config(), out / "lora")
+            _atomic_json(out / "finetune_report.json", result.report)
     path = Path(cfg["output"]["dir"]) / "model"
     print(summary("finetune", result.report, path))
     return path
@@ -215,6 +238,7 @@ def _nll_change(history: list | None) -> str:
     return ", ".join(out)
 
 
+@_on_mesh
 def unlearn_command(cfg: dict, model_dir: str | None = None) -> Path:
     """Run `method.name` with `method.options` (and the `train:` section for methods that
     train) on forget_split / retain_split. Writes the `MethodResult` files (result.json,
@@ -237,10 +261,11 @@ def unlearn_command(cfg: dict, model_dir: str | None = None) -> Path:
         result = run_method(spec.name, model, data, options, train=train)
         if result.params is not None:
             session.check_finite_model(result.model(model), f"the model unlearned by {spec.name}")
-        result.save(out)
-        _atomic_json(out / "unlearn_report.json", result.report)
-        if cfg["output"]["export_hf"]:
-            _save_model(result.model(model), tok, out)
+        if distributed.is_primary():
+            result.save(out)
+            _atomic_json(out / "unlearn_report.json", result.report)
+            if cfg["output"]["export_hf"]:
+                _save_model(result.model(model), tok, out)
     final = Path(cfg["output"]["dir"])
     report = {"seconds": time.perf_counter() - t0, **result.report}
     print(summary(f"unlearn {spec.name}", report,
@@ -344,6 +369,7 @@ def evaluator_for(cfg: dict, model_dir: str | None = None):
     return Evaluator(model, tok, pipe, settings, judge), bench
 
 
+@_on_mesh
 def evaluate_command(cfg: dict, model_dir: str | None = None, name: str = "model") -> Path:
     """Evaluate one model on the MLLMU-Bench sets of `data.forget_split`."""
     from jaxunlearn.eval.evaluate import benchmark_sets
@@ -361,9 +387,10 @@ def evaluate_command(cfg: dict, model_dir: str | None = None, name: str = "model
     with run_directory(_with_model(cfg, model_dir), "evaluate") as out:
         records = ev.records(sets, tasks=cfg["eval"]["tasks"],
                              modalities=cfg["eval"]["modalities"], method=name)
-        write_run_report(out, cfg, model_fingerprint(ev.model), records)
         md = markdown_table(records, vanilla=name)
-        (out / "report.md").write_text(md)
+        if distributed.is_primary():
+            write_run_report(out, cfg, model_fingerprint(ev.model), records)
+            (out / "report.md").write_text(md)
     print(md)
     return Path(cfg["output"]["dir"])
 
@@ -374,6 +401,7 @@ _PROTOCOL_UNREAD = {"sets": "the protocol's sets", "tasks": "protocol.options.ta
                     "protocol.options.max_profiles"}
 
 
+@_on_mesh
 def protocol_command(name: str, cfg: dict, model_dir: str | None = None) -> Path:
     """Run an evaluation protocol; writes report.json / report.md / plots to output.dir."""
     from jaxunlearn.config import DEFAULTS
