@@ -284,8 +284,16 @@ def _with_model(cfg: dict, model_dir: str | None) -> dict:
 def convert_command(direction: str, src: str, out: str, base: str | None = None,
                     overwrite: bool = False) -> Path:
     """hf-to-flax (orbax params + config), flax-to-hf, peft (jaxunlearn LoRA -> PEFT dir).
-    An existing non-empty `out` is refused unless `overwrite` (then replaced whole)."""
-    import orbax.checkpoint as ocp
+    An existing non-empty `out` is refused unless `overwrite` (then replaced whole).
+    With several processes process 0 converts (host work, no computation) and the others
+    wait for it."""
+    if distributed.is_primary():
+        _convert(direction, src, out, base, overwrite)
+    distributed.barrier("convert")
+    return Path(out)
+
+
+def _convert(direction: str, src: str, out: str, base: str | None, overwrite: bool) -> Path:
 
     from jaxunlearn.checkpoint.atomic import atomic_directory
     from jaxunlearn.checkpoint.hf import SIDE_FILES, load_pretrained, save_pretrained
@@ -299,7 +307,7 @@ def convert_command(direction: str, src: str, out: str, base: str | None = None,
     if direction == "hf-to-flax":
         model = load_pretrained(src_p)
         with atomic_directory(out_p) as tmp:
-            ckptr = ocp.StandardCheckpointer()
+            ckptr = _single_process_checkpointer()
             ckptr.save((tmp / "params").absolute(), model.params)
             ckptr.wait_until_finished()
             shutil.copy2(src_p / "config.json", tmp / "config.json")
@@ -314,8 +322,8 @@ def convert_command(direction: str, src: str, out: str, base: str | None = None,
 
         hf_config = json.loads((src_p / "config.json").read_text())
         template = model_from_config(hf_config)
-        params = ocp.StandardCheckpointer().restore((src_p / "params").absolute(),
-                                                    template.params)
+        params = _single_process_checkpointer().restore((src_p / "params").absolute(),
+                                                        template.params)
         model = template.replace(params=dict(params), source_dir=str(src_p))
         save_pretrained(model, out_p)
     elif direction == "peft":
@@ -331,6 +339,17 @@ def convert_command(direction: str, src: str, out: str, base: str | None = None,
         raise ValueError(f"unknown conversion {direction!r}")
     print(f"wrote {out_p}")
     return out_p
+
+
+def _single_process_checkpointer():
+    """An orbax checkpointer of this process alone (with several processes, process 0
+    converts while the others wait)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}))
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -175,7 +175,8 @@ _PLAIN = {
     "data.synthetic.image_size": (int, 8), "output.dir": (str,), "output.export_hf": (bool,),
     "output.overwrite": (bool,), "eval.max_profiles": (int, 1, type(None)),
     "mesh.data": (int, -1, type(None)), "mesh.fsdp": (int, -1, type(None)),
-    "mesh.tensor": (int, -1, type(None)), "eval.sets": (list,), "eval.tasks": (list,), "eval.modalities": (list,),
+    "mesh.tensor": (int, -1, type(None)), "eval.sets": (list,), "eval.tasks": (list,),
+    "eval.modalities": (list,),
 }
 
 
