@@ -285,12 +285,11 @@ def convert_command(direction: str, src: str, out: str, base: str | None = None,
                     overwrite: bool = False) -> Path:
     """hf-to-flax (orbax params + config), flax-to-hf, peft (jaxunlearn LoRA -> PEFT dir).
     An existing non-empty `out` is refused unless `overwrite` (then replaced whole).
-    With several processes process 0 converts (host work, no computation) and the others
-    wait for it."""
-    if distributed.is_primary():
-        _convert(direction, src, out, base, overwrite)
-    distributed.barrier("convert")
-    return Path(out)
+    Conversion is host work of one process: it is refused under a multi-process launcher."""
+    if distributed.process_count() > 1:
+        raise ValueError("convert runs in one process (it converts files and computes "
+                         "nothing); run it without a multi-process launcher")
+    return _convert(direction, src, out, base, overwrite)
 
 
 def _convert(direction: str, src: str, out: str, base: str | None, overwrite: bool) -> Path:
@@ -342,14 +341,10 @@ def _convert(direction: str, src: str, out: str, base: str | None, overwrite: bo
 
 
 def _single_process_checkpointer():
-    """An orbax checkpointer of this process alone (with several processes, process 0
-    converts while the others wait)."""
-    import jax
+    """The orbax checkpointer of `convert` (one process)."""
     import orbax.checkpoint as ocp
 
-    me = jax.process_index()
-    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
-        primary_host=me, active_processes={me}))
+    return ocp.StandardCheckpointer()
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -232,15 +232,3 @@ def test_killed_peer_stops_the_other_and_the_run_resumes(world, finetuned):
     assert report["resumed_at"] >= 1 and report["steps"] == 3
     assert_same_params(out / "model", finetuned[1] / "model")
 
-
-def test_convert_in_two_processes_restores_in_one(world, finetuned):
-    """`convert hf-to-flax` under the 2-process launcher (process 0 converts, the other
-    waits) and `convert flax-to-hf` in this process give back the same parameters."""
-    root, model = world["root"], finetuned[1] / "model"
-    two = launch(["convert", "hf-to-flax", str(model), str(root / "flax2")])
-    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
-    assert main(["convert", "flax-to-hf", str(root / "flax2"), str(root / "hf1")]) == 0
-    a, b = _tensors(root / "hf1"), _tensors(model)
-    assert sorted(a) == sorted(b)
-    for k in b:
-        np.testing.assert_array_equal(a[k], b[k])
