@@ -18,7 +18,10 @@ from pathlib import Path
 
 def cmd_demo(a) -> int:
     from jaxunlearn.demo.run import demo_setting, run_demo
+    from jaxunlearn.parallel import distributed
 
+    if distributed.process_count() > 1:
+        raise ValueError("demo runs in one process; run it without a multi-process launcher")
     setting = demo_setting(a.config, a.overrides, quick=a.quick)
     run_demo(a.out, quick=a.quick, fresh=a.fresh, setting=setting)
     return 0

@@ -421,6 +421,9 @@ def protocol_command(name: str, cfg: dict, model_dir: str | None = None) -> Path
     from jaxunlearn.config import DEFAULTS
     from jaxunlearn.eval.protocols import Study, resolve_protocol
 
+    if distributed.process_count() > 1:
+        raise ValueError("protocol runs in one process (its studies write from the process "
+                         "that runs them); run it without a multi-process launcher")
     spec, options = resolve_protocol(name, cfg["protocol"]["options"])  # fail fast
     for key, instead in _PROTOCOL_UNREAD.items():
         if cfg["eval"][key] != DEFAULTS["eval"][key]:

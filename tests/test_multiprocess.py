@@ -32,12 +32,17 @@ DATA = ["data.synthetic.n_profiles=10", "data.synthetic.n_celebrities=4",
 TRAIN = ["train.batch_size=4", "train.progress=false", "train.max_steps=3", "train.lr=1e-3"]
 EVAL = ["eval.sets=[forget]", "eval.max_questions=2", "eval.batch_size=4",
         "eval.classification_tokens=2", "eval.generation_tokens=4", "eval.cloze_tokens=4",
-        "eval.bucket_size=256", "eval.progress=false", "eval.tasks=[classification,generation]"]
+        "eval.bucket_size=256", "eval.progress=false", "eval.tasks=[classification]"]
+
+
+FLAGS = "--xla_backend_optimization_level=0"  # as tests/conftest.py: faster compiles
+CACHE: dict[str, str] = {}  # the module's compilation cache (the killed run reuses ft2's)
 
 
 def _env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"),
-                                                          os.environ.get("PYTHONPATH", "")])}
+                                                          os.environ.get("PYTHONPATH", "")]),
+            "XLA_FLAGS": FLAGS, **CACHE}
 
 
 def launch(args: list[str], processes: int = 2, devices: int = 2, timeout: float = 240,
@@ -68,6 +73,8 @@ def assert_same_params(got: Path, want: Path) -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("multi")
+    CACHE.update(JAX_COMPILATION_CACHE_DIR=str(root / "jax-cache"),
+                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     bench = generate_benchmark(SynthConfig(seed=0, n_profiles=10, n_celebrities=4,
                                            image_size=32))
     base = save_tiny_family("llava", root / "base", bench=bench)
@@ -158,7 +165,7 @@ def test_mesh_over_two_processes_follows_the_rules(world):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**_env(), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
                                    "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i),
-                                   "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+                                   "XLA_FLAGS": f"{FLAGS} --xla_force_host_platform_device_count=2"})
              for i in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
@@ -188,7 +195,7 @@ def _cli(args: list[str], pid: int, port: int, env: dict | None = None) -> subpr
         stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**_env(), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
              "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(pid),
-             "XLA_FLAGS": "--xla_force_host_platform_device_count=2", **(env or {})})
+             "XLA_FLAGS": f"{FLAGS} --xla_force_host_platform_device_count=2", **(env or {})})
 
 
 def test_missing_peer_is_a_clear_error_within_the_timeout(world, tmp_path):
