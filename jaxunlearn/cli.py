@@ -338,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         reuse_freed_host_memory()  # CPU runs reuse freed host memory (see host_memory.py)
         # several processes (launcher environment): join them before any JAX computation
         initialize(args.distributed_timeout)
+        from jaxunlearn.checkpoint.atomic import fault_point
+
+        fault_point("joined")  # tests: a process lost right after joining the others
     except DistributedError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 3

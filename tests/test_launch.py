@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,19 @@ def test_scripts_dry_run(script, env, expect):
                          text=True, env={**os.environ, "DRY_RUN": "1", **env, "PATH": path},
                          timeout=60, check=True)
     assert expect in out.stdout
+
+
+def test_local_launcher_stops_all_when_one_fails(tmp_path):
+    """`local --processes 2`: process 1 dies right after joining; the launcher stops process
+    0 (which would wait for its peer) and exits non-zero, output lines prefixed `[i]`."""
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "jaxunlearn.launch", "local", "--processes", "2", "--devices", "1",
+         "--", "finetune", f"output.dir={tmp_path / 'run'}", "--distributed-timeout", "60"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "JAXUNLEARN_TEST_KILL": "joined@1",
+             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    assert out.returncode != 0
+    assert "process 1 exited with status -9; stopping the others" in out.stderr
+    assert time.perf_counter() - t0 < 60  # not the 60 s heartbeat: the launcher stopped it
+    assert not (tmp_path / "run").exists()
