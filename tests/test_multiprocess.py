@@ -239,3 +239,28 @@ def test_killed_peer_stops_the_other_and_the_run_resumes(world, finetuned):
     assert report["resumed_at"] >= 1 and report["steps"] == 3
     assert_same_params(out / "model", finetuned[1] / "model")
 
+
+
+def test_optimizer_state_and_reference_follow_the_parameters(world):
+    """On a (data=2, fsdp=2, tensor=2) mesh of this process's 8 devices, the driver's
+    placement puts AdamW's moments and the reference parameters on the parameters' specs."""
+    import jax
+
+    from jaxunlearn.checkpoint.hf import load_pretrained
+    from jaxunlearn.parallel.mesh import logical_to_spec, make_mesh, place_params
+    from jaxunlearn.train.state import init_state, make_optimizer
+
+    model = load_pretrained(world["base"])
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8])
+    params = place_params(model.params, model.logical_axes, mesh)
+    frozen = place_params({"base": model.params, "ref": dict(model.params)},
+                          model.logical_axes, mesh)
+    state = init_state(params, make_optimizer(1e-3), mesh=mesh)
+    mu = state.opt_state[0].mu
+    sharded = 0
+    for k, v in model.params.items():
+        want = logical_to_spec(model.logical_axes[k], v.shape, mesh)
+        assert params[k].sharding.spec == want == frozen["ref"][k].sharding.spec
+        assert mu[k].sharding.spec == want, k
+        sharded += any(a is not None for a in want)
+    assert sharded > 0
