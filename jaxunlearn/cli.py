@@ -336,15 +336,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         reuse_freed_host_memory()  # CPU runs reuse freed host memory (see host_memory.py)
-        # several processes (launcher environment): join them before any JAX computation
-        initialize(args.distributed_timeout)
+        try:  # several processes (launcher environment): join them before any computation
+            initialize(args.distributed_timeout)
+        except DistributedError as e:
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            return 3
         from jaxunlearn.checkpoint.atomic import fault_point
 
         fault_point("joined")  # tests: a process lost right after joining the others
-    except DistributedError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 3
-    try:
         return int(args.fn(args) or 0)
     except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
         if args.debug:
