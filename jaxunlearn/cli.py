@@ -18,7 +18,10 @@ from pathlib import Path
 
 def cmd_demo(a) -> int:
     from jaxunlearn.demo.run import demo_setting, run_demo
+    from jaxunlearn.parallel import distributed
 
+    if distributed.process_count() > 1:
+        raise ValueError("demo runs in one process; run it without a multi-process launcher")
     setting = demo_setting(a.config, a.overrides, quick=a.quick)
     run_demo(a.out, quick=a.quick, fresh=a.fresh, setting=setting)
     return 0
@@ -28,12 +31,16 @@ def cmd_data(a) -> int:
     from jaxunlearn.data.cli_data import show_main, synth_main
 
     if a.data_cmd == "synth":
+        from jaxunlearn.parallel import distributed
+
         for flag, value, least in (("--profiles", a.profiles, 1), ("--celebrities", a.celebrities, 0),
                                    ("--image-size", a.image_size, 8)):
             if value < least:
                 raise ValueError(f"data synth {flag} {value}: must be at least {least}")
-        synth_main(a.out, seed=a.seed, n_profiles=a.profiles, n_celebrities=a.celebrities,
-                   image_size=a.image_size, overwrite=a.overwrite)
+        if distributed.is_primary():  # several processes: process 0 writes, the others wait
+            synth_main(a.out, seed=a.seed, n_profiles=a.profiles, n_celebrities=a.celebrities,
+                       image_size=a.image_size, overwrite=a.overwrite)
+        distributed.barrier("data synth")
     else:
         show_main(a.dir)
     return 0
@@ -84,9 +91,12 @@ def cmd_protocol(a) -> int:
 
 def cmd_prune(a) -> int:
     from jaxunlearn.methods.prune_io import apply_masks_to_checkpoint
+    from jaxunlearn.parallel import distributed
 
-    out = apply_masks_to_checkpoint(a.masks, a.model, a.out, overwrite=a.overwrite)
-    print(f"wrote pruned checkpoint to {out}")
+    if distributed.is_primary():  # several processes: process 0 writes, the others wait
+        out = apply_masks_to_checkpoint(a.masks, a.model, a.out, overwrite=a.overwrite)
+        print(f"wrote pruned checkpoint to {out}")
+    distributed.barrier("prune apply")
     return 0
 
 
@@ -227,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="jaxunlearn", description=__doc__.split("\n\n")[0])
     ap.add_argument("--debug", action="store_true",
                     help="show the traceback of user errors too (any position)")
+    ap.add_argument("--distributed-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                    help="multi-process runs (JAX_COORDINATOR_ADDRESS / SLURM / TPU pod): "
+                    "seconds to wait for every process to join, and for a silent peer before "
+                    "stopping (any position; default %(default)g)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="offline end-to-end demo on a tiny LLaVA")
@@ -336,6 +350,35 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+DEFAULT_TIMEOUT = 300.0
+
+
+def _pop_timeout(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], float]:
+    """Remove `--distributed-timeout S` (or `=S`) from any position; its value (> 0)."""
+    out, value, i = [], None, 0
+    while i < len(argv):
+        x = argv[i]
+        if x == "--distributed-timeout":
+            if i + 1 >= len(argv):
+                parser.error("--distributed-timeout needs a number of seconds")
+            value, i = argv[i + 1], i + 2
+            continue
+        if x.startswith("--distributed-timeout="):
+            value = x.split("=", 1)[1]
+        else:
+            out.append(x)
+        i += 1
+    if value is None:
+        return out, DEFAULT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        parser.error(f"--distributed-timeout {value!r}: expected a number of seconds > 0")
+    return out, seconds
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; `key=value` overrides may come before or after options
     (argparse alone stops collecting positionals at the first option after them)."""
@@ -343,8 +386,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [x for x in argv if x != "--debug"]
+    argv, timeout = _pop_timeout(argv, parser)
     args, extra = parser.parse_known_args(argv)
     args.debug = debug
+    args.distributed_timeout = timeout
     if extra:
         stray = [x for x in extra if x.startswith("-") or "=" not in x]
         if stray or not hasattr(args, "overrides"):
@@ -356,12 +401,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from jaxunlearn.host_memory import reuse_freed_host_memory
+    from jaxunlearn.parallel.distributed import DistributedError, initialize
 
     try:
         reuse_freed_host_memory()  # CPU runs reuse freed host memory (see host_memory.py)
         from jaxunlearn.compile_cache import configure
 
         configure()  # persistent XLA cache: JAXUNLEARN_COMPILE_CACHE (see compile_cache.py)
+        try:  # several processes (launcher environment): join them before any computation
+            initialize(args.distributed_timeout)
+        except DistributedError as e:
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            return 3
+        from jaxunlearn.checkpoint.atomic import fault_point
+
+        fault_point("joined")  # tests: a process lost right after joining the others
         return int(args.fn(args) or 0)
     except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
         if args.debug:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from typing import Iterator
 from jaxunlearn import session
 from jaxunlearn.checkpoint.atomic import (apply_umask, is_empty_dir, refuse_existing,
                                           replace_directory)
+from jaxunlearn.parallel import distributed
 
 
 # keys that do not change a run's results: a resume may differ in them
@@ -114,6 +116,8 @@ def check_output(cfg: dict, command: str) -> Path:
 def run_directory(cfg: dict, command: str) -> Iterator[Path]:
     """The working directory of a run: `.<output.dir name>.partial` beside `output.dir`,
     renamed to `output.dir` once the command completes (never a half-written `output.dir`).
+    With several processes all of them wait for each other here, and process 0 alone
+    creates, writes and renames the directory (the others write only their logs).
 
     Call it after validation: it writes `config.json` first. A non-empty `output.dir` is
     refused unless `output.overwrite` (then it is replaced whole at the end); an interrupted
@@ -123,17 +127,23 @@ def run_directory(cfg: dict, command: str) -> Iterator[Path]:
     record = {**_record(cfg), "command": command}
     overwrite = bool(cfg["output"].get("overwrite"))
     work = check_output(cfg, command)
-    if work.exists():
-        if overwrite or not _resumable(work):
+    resume = work.exists() and not overwrite and _resumable(work)
+    distributed.barrier("run_directory:checked")  # every process decided before any change
+    if distributed.is_primary():
+        if work.exists() and not resume:
             shutil.rmtree(work)
-        else:
+        elif resume:
             print(f"resuming the interrupted run in {work}", file=sys.stderr)
-    work.mkdir(parents=True, exist_ok=True)
-    if not (work / "config.json").is_file():
-        _atomic_json(work / "config.json", record)
+        work.mkdir(parents=True, exist_ok=True)
+        if not (work / "config.json").is_file():
+            _atomic_json(work / "config.json", record)
+    distributed.barrier("run_directory:ready")
     yield work
-    apply_umask(work)
-    replace_directory(work, out)
+    distributed.barrier("run_directory:written")
+    if distributed.is_primary():
+        apply_umask(work)
+        replace_directory(work, out)
+    distributed.barrier("run_directory:renamed")
 
 
 def _save_model(model, tok, out: Path) -> Path:
@@ -151,6 +161,18 @@ def _atomic_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def _on_mesh(fn):
+    """Run a command with its mesh current (`session.command_mesh`; its config is the first
+    dict argument)."""
+    @functools.wraps(fn)
+    def run(*args, **kw):
+        cfg = kw["cfg"] if "cfg" in kw else next(a for a in args if isinstance(a, dict))
+        with session.command_mesh(cfg):
+            return fn(*args, **kw)
+    return run
+
+
+@_on_mesh
 def finetune_command(cfg: dict) -> Path:
     """Vanilla fine-tuning on the training QA of every fictitious profile."""
     from jaxunlearn.data.pipeline import make_mixed_dataset, qa_records
@@ -175,12 +197,13 @@ def finetune_command(cfg: dict) -> Path:
                           log_path=out / "metrics.jsonl", checkpoint_dir=out / "checkpoints")
         model = model.replace(params=result.params)
         session.check_finite_model(model, "the fine-tuned model")
-        _save_model(model, tok, out)
-        if result.lora is not None:
-            from jaxunlearn.methods.base import save_lora
+        if distributed.is_primary():
+            _save_model(model, tok, out)
+            if result.lora is not None:
+                from jaxunlearn.methods.base import save_lora
 
-            save_lora(result.lora, tcfg.lora_config(), out / "lora")
-        _atomic_json(out / "finetune_report.json", result.report)
+                save_lora(result.lora, tcfg.lora_config(), out / "lora")
+            _atomic_json(out / "finetune_report.json", result.report)
     path = Path(cfg["output"]["dir"]) / "model"
     print(summary("finetune", result.report, path))
     return path
@@ -216,6 +239,7 @@ def _nll_change(history: list | None) -> str:
     return ", ".join(out)
 
 
+@_on_mesh
 def unlearn_command(cfg: dict, model_dir: str | None = None) -> Path:
     """Run `method.name` with `method.options` (and the `train:` section for methods that
     train) on forget_split / retain_split. Writes the `MethodResult` files (result.json,
@@ -238,10 +262,11 @@ def unlearn_command(cfg: dict, model_dir: str | None = None) -> Path:
         result = run_method(spec.name, model, data, options, train=train)
         if result.params is not None:
             session.check_finite_model(result.model(model), f"the model unlearned by {spec.name}")
-        result.save(out)
-        _atomic_json(out / "unlearn_report.json", result.report)
-        if cfg["output"]["export_hf"]:
-            _save_model(result.model(model), tok, out)
+        if distributed.is_primary():
+            result.save(out)
+            _atomic_json(out / "unlearn_report.json", result.report)
+            if cfg["output"]["export_hf"]:
+                _save_model(result.model(model), tok, out)
     final = Path(cfg["output"]["dir"])
     report = {"seconds": time.perf_counter() - t0, **result.report}
     print(summary(f"unlearn {spec.name}", report,
@@ -260,8 +285,15 @@ def _with_model(cfg: dict, model_dir: str | None) -> dict:
 def convert_command(direction: str, src: str, out: str, base: str | None = None,
                     overwrite: bool = False) -> Path:
     """hf-to-flax (orbax params + config), flax-to-hf, peft (jaxunlearn LoRA -> PEFT dir).
-    An existing non-empty `out` is refused unless `overwrite` (then replaced whole)."""
-    import orbax.checkpoint as ocp
+    An existing non-empty `out` is refused unless `overwrite` (then replaced whole).
+    Conversion is host work of one process: it is refused under a multi-process launcher."""
+    if distributed.process_count() > 1:
+        raise ValueError("convert runs in one process (it converts files and computes "
+                         "nothing); run it without a multi-process launcher")
+    return _convert(direction, src, out, base, overwrite)
+
+
+def _convert(direction: str, src: str, out: str, base: str | None, overwrite: bool) -> Path:
 
     from jaxunlearn.checkpoint.atomic import atomic_directory
     from jaxunlearn.checkpoint.hf import SIDE_FILES, load_pretrained, save_pretrained
@@ -275,7 +307,7 @@ def convert_command(direction: str, src: str, out: str, base: str | None = None,
     if direction == "hf-to-flax":
         model = load_pretrained(src_p)
         with atomic_directory(out_p) as tmp:
-            ckptr = ocp.StandardCheckpointer()
+            ckptr = _single_process_checkpointer()
             ckptr.save((tmp / "params").absolute(), model.params)
             ckptr.wait_until_finished()
             shutil.copy2(src_p / "config.json", tmp / "config.json")
@@ -290,8 +322,8 @@ def convert_command(direction: str, src: str, out: str, base: str | None = None,
 
         hf_config = json.loads((src_p / "config.json").read_text())
         template = model_from_config(hf_config)
-        params = ocp.StandardCheckpointer().restore((src_p / "params").absolute(),
-                                                    template.params)
+        params = _single_process_checkpointer().restore((src_p / "params").absolute(),
+                                                        template.params)
         model = template.replace(params=dict(params), source_dir=str(src_p))
         save_pretrained(model, out_p)
     elif direction == "peft":
@@ -307,6 +339,13 @@ def convert_command(direction: str, src: str, out: str, base: str | None = None,
         raise ValueError(f"unknown conversion {direction!r}")
     print(f"wrote {out_p}")
     return out_p
+
+
+def _single_process_checkpointer():
+    """The orbax checkpointer of `convert` (one process)."""
+    import orbax.checkpoint as ocp
+
+    return ocp.StandardCheckpointer()
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -345,6 +384,7 @@ def evaluator_for(cfg: dict, model_dir: str | None = None):
     return Evaluator(model, tok, pipe, settings, judge), bench
 
 
+@_on_mesh
 def evaluate_command(cfg: dict, model_dir: str | None = None, name: str = "model") -> Path:
     """Evaluate one model on the MLLMU-Bench sets of `data.forget_split`."""
     from jaxunlearn.eval.evaluate import benchmark_sets
@@ -362,9 +402,10 @@ def evaluate_command(cfg: dict, model_dir: str | None = None, name: str = "model
     with run_directory(_with_model(cfg, model_dir), "evaluate") as out:
         records = ev.records(sets, tasks=cfg["eval"]["tasks"],
                              modalities=cfg["eval"]["modalities"], method=name)
-        write_run_report(out, cfg, model_fingerprint(ev.model), records)
         md = markdown_table(records, vanilla=name)
-        (out / "report.md").write_text(md)
+        if distributed.is_primary():
+            write_run_report(out, cfg, model_fingerprint(ev.model), records)
+            (out / "report.md").write_text(md)
     print(md)
     return Path(cfg["output"]["dir"])
 
@@ -375,11 +416,15 @@ _PROTOCOL_UNREAD = {"sets": "the protocol's sets", "tasks": "protocol.options.ta
                     "protocol.options.max_profiles"}
 
 
+@_on_mesh
 def protocol_command(name: str, cfg: dict, model_dir: str | None = None) -> Path:
     """Run an evaluation protocol; writes report.json / report.md / plots to output.dir."""
     from jaxunlearn.config import DEFAULTS
     from jaxunlearn.eval.protocols import Study, resolve_protocol
 
+    if distributed.process_count() > 1:
+        raise ValueError("protocol runs in one process (its studies write from the process "
+                         "that runs them); run it without a multi-process launcher")
     spec, options = resolve_protocol(name, cfg["protocol"]["options"])  # fail fast
     for key, instead in _PROTOCOL_UNREAD.items():
         if cfg["eval"][key] != DEFAULTS["eval"][key]:

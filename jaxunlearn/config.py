@@ -65,6 +65,9 @@ def build_defaults() -> dict[str, Any]:
         "method": {"name": "ga", "options": {}},  # options: the method's typed options
         "protocol": {"options": {}},   # keyword arguments of the protocol function
         "eval": _eval_defaults(),
+        # the device mesh over all global devices (every process's); null: the preset's
+        # `mesh:`, else all devices on `data`. One axis may be -1 (the rest).
+        "mesh": {"data": None, "fsdp": None, "tensor": None},
         "output": {"dir": "runs/latest", "export_hf": True,
                    "overwrite": False},  # replace a finished run in output.dir (--overwrite)
     }
@@ -171,7 +174,9 @@ _PLAIN = {
     "data.synthetic.n_profiles": (int, 1), "data.synthetic.n_celebrities": (int, 0),
     "data.synthetic.image_size": (int, 8), "output.dir": (str,), "output.export_hf": (bool,),
     "output.overwrite": (bool,), "eval.max_profiles": (int, 1, type(None)),
-    "eval.sets": (list,), "eval.tasks": (list,), "eval.modalities": (list,),
+    "mesh.data": (int, -1, type(None)), "mesh.fsdp": (int, -1, type(None)),
+    "mesh.tensor": (int, -1, type(None)), "eval.sets": (list,), "eval.tasks": (list,),
+    "eval.modalities": (list,),
 }
 
 

@@ -3,9 +3,10 @@ pipeline config and the forget / retain data."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from jaxunlearn.data.pipeline import PipelineConfig
 from jaxunlearn.data.schema import Benchmark
@@ -51,6 +52,37 @@ def load_benchmark(cfg: dict) -> Benchmark:
     from jaxunlearn.data.synthetic import SynthConfig, generate_benchmark
 
     return generate_benchmark(SynthConfig(**data["synthetic"]))
+
+
+def mesh_sizes(cfg: dict) -> dict[str, int]:
+    """The mesh axis sizes of a run: the `mesh:` keys set in the config, else the preset's
+    `mesh:`, else all devices on `data`. Axes not given are 1, except `data`, which takes
+    the rest (-1) unless another axis does."""
+    from jaxunlearn.modeling.presets import load_preset
+
+    given = {k: v for k, v in cfg["mesh"].items() if v is not None}
+    if not given:
+        given = dict(load_preset(cfg["model"]["preset"]).get("mesh") or {})
+    sizes = {"data": 1, "fsdp": 1, "tensor": 1, **given}
+    if "data" not in given and -1 not in given.values():
+        sizes["data"] = -1
+    return sizes
+
+
+@contextlib.contextmanager
+def command_mesh(cfg: dict) -> Iterator[Any]:
+    """Build the run's mesh over all global devices (`mesh_sizes`; a shape that does not
+    match the device count is one error naming both) and make it current while the command
+    runs (training places parameters, optimizer state and batches on it)."""
+    from jaxunlearn.parallel import mesh as mesh_lib
+
+    mesh = mesh_lib.mesh_from_config(mesh_sizes(cfg))
+    before = mesh_lib.current()
+    mesh_lib.set_current(mesh)
+    try:
+        yield mesh
+    finally:
+        mesh_lib.set_current(before)
 
 
 def load_model(cfg: dict, checkpoint: str | None = None):

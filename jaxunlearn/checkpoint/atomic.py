@@ -38,8 +38,10 @@ def apply_umask(path: str | os.PathLike) -> None:
 
 def fault_point(name: str) -> None:
     """Fault injection for tests: SIGKILL this process when `JAXUNLEARN_TEST_KILL` equals
-    `name` (e.g. `export`: between two files of an HF export)."""
-    if os.environ.get("JAXUNLEARN_TEST_KILL") == name:
+    `name` (e.g. `export`: between two files of an HF export), or `name@I` in the process
+    whose `JAX_PROCESS_ID` is I (one process of a multi-process run)."""
+    want = os.environ.get("JAXUNLEARN_TEST_KILL")
+    if want == name or want == f"{name}@{os.environ.get('JAX_PROCESS_ID')}":
         os.kill(os.getpid(), signal.SIGKILL)
 
 

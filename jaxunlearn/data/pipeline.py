@@ -22,7 +22,8 @@ A *record* is a dict ``{"prompt", "answer", "image", "modality", "profile_id", "
 T is the smallest bucket (multiple of ``bucket_size``, at most ``max_length``) that fits the
 longest example, so jitted steps see a few static shapes. A batch is all-multi or all-text;
 :func:`make_mixed_dataset` interleaves the two streams. Records are sharded per host
-(``jax.process_index()`` / ``jax.process_count()``) before a seeded shuffle, and iterators from
+only when ``PipelineConfig.shard_index`` / ``shard_count`` say so (the commands give every
+process the same global batches and place their rows on the mesh), and iterators from
 :func:`make_iterator` support ``get_state()`` / ``set_state()``.
 """
 
@@ -120,8 +121,10 @@ class PipelineConfig:
     # gradient is zero; the cost is one vision-tower pass per text-only batch. Statistics
     # ignore images of rows without image tokens.
     blank_images: bool = False
-    shard_index: int | None = None  # None: jax.process_index()
-    shard_count: int | None = None  # None: jax.process_count()
+    # keep only shard `shard_index` of `shard_count` of the records (None: all records; the
+    # commands feed every process the same global batches, see jaxunlearn.parallel.mesh)
+    shard_index: int | None = None
+    shard_count: int | None = None
 
     def encoder(self) -> ImageEncoder:
         """The image encoder of this pipeline's family."""
@@ -223,8 +226,10 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def _shard(records: Sequence[Record], config: PipelineConfig) -> list[Record]:
-    index = jax.process_index() if config.shard_index is None else config.shard_index
-    count = jax.process_count() if config.shard_count is None else config.shard_count
+    if config.shard_index is None and config.shard_count is None:
+        return list(records)
+    index = config.shard_index or 0
+    count = config.shard_count or 1
     usable = len(records) - len(records) % count  # equal work on every host
     return list(records[:usable][index::count])
 

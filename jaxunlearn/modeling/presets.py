@@ -11,7 +11,7 @@ import yaml
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "models"
 PRESET_KEYS = {"family", "checkpoint", "random_init", "param_dtype", "compute_dtype", "remat",
-               "hf_config"}
+               "hf_config", "mesh"}
 
 
 def preset_path(name_or_path: str) -> Path:
@@ -36,6 +36,10 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
             close = difflib.get_close_matches(key, sorted(PRESET_KEYS), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"{path}: unknown preset key {key!r}{hint}")
+    mesh = data.get("mesh", {})
+    if not isinstance(mesh, dict) or set(mesh) - {"data", "fsdp", "tensor"} \
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in mesh.values()):
+        raise ValueError(f"{path}: mesh must map data / fsdp / tensor to ints, got {mesh!r}")
     if "hf_config" not in data and not data.get("checkpoint"):
         raise ValueError(f"{path}: a preset needs hf_config or checkpoint")
     data.setdefault("param_dtype", "float32")

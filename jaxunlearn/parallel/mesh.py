@@ -4,6 +4,12 @@ One table (`RULES`) maps the logical axis names that parameters carry to mesh ax
 axis is used at most once per array, and a dimension that the mesh axis size does not divide
 stays replicated, so every family and every tiny test config can be placed on any mesh.
 Batches are split over ('data', 'fsdp') on their leading axis.
+
+Every command builds one mesh over all global devices from the `mesh:` config section
+(`session.command_mesh`) and makes it current (`set_current`); the training driver places
+parameters, optimizer state, reference parameters and batches on it (`place_params`,
+`place_batch`). With several processes every process holds the same global host batch and
+contributes the rows of its own devices (`jax.make_array_from_callback`).
 """
 
 from __future__ import annotations
@@ -47,6 +53,35 @@ def mesh_shape(sizes: Mapping[str, int], n_devices: int) -> tuple[int, int, int]
         raise ValueError(f"mesh {dict(zip(MESH_AXES, dims))} needs {int(np.prod(dims))} devices "
                          f"but {n_devices} are available; use -1 for one axis")
     return tuple(dims)
+
+
+_CURRENT: dict[str, Mesh | None] = {"mesh": None}
+
+
+def set_current(mesh: Mesh | None) -> None:
+    """Make `mesh` the mesh that training and statistics place their arrays on."""
+    _CURRENT["mesh"] = mesh
+
+
+def current() -> Mesh | None:
+    """The command's mesh (None: library use without a mesh, arrays on the default device)."""
+    return _CURRENT["mesh"]
+
+
+def mesh_from_config(sizes: Mapping[str, int], devices=None) -> Mesh:
+    """The ('data', 'fsdp', 'tensor') mesh of the `mesh:` config section over all global
+    devices; a shape that does not match the device count is one error naming both."""
+    import jax
+
+    devices = jax.devices() if devices is None else devices
+    try:
+        return make_mesh(sizes, devices)
+    except ValueError as e:
+        shown = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        raise ValueError(f"mesh: {shown} does not fit the {len(devices)} device(s) of this run "
+                         f"({jax.process_count()} process(es) x {jax.local_device_count()} "
+                         f"local device(s)): {e}; set mesh.data / mesh.fsdp / mesh.tensor so "
+                         "their product is the device count (-1 for one axis: the rest)") from e
 
 
 def make_mesh(sizes: Mapping[str, int] | None = None, devices=None) -> Mesh:
@@ -118,3 +153,61 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh | None) -> dict[str, jax.Ar
         else:
             out[k] = jax.device_put(v, sharding)
     return out
+
+
+def _rows_spec(mesh: Mesh, shape: tuple) -> P:
+    """Rows over ('data', 'fsdp') when they divide the leading axis, else replicated."""
+    rows = mesh.shape["data"] * mesh.shape["fsdp"]
+    if not shape or rows == 1 or shape[0] % rows:
+        return P()
+    return P(("data", "fsdp"), *([None] * (len(shape) - 1)))
+
+
+def global_array(value: Any, sharding: NamedSharding) -> jax.Array:
+    """A global array from the same host value held by every process (each process supplies
+    the shards of its own devices)."""
+    value = np.asarray(value)
+    if jax.process_count() == 1:
+        return jax.device_put(value, sharding)
+    return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
+
+
+def place_batch(batch: Any, mesh: Mesh) -> Any:
+    """A (nested) host batch on `mesh`: example rows over ('data', 'fsdp') (replicated when
+    they do not divide), entries not indexed by row (`shared_input_keys`) replicated."""
+    from jaxunlearn.modeling.model import shared_input_keys
+
+    if isinstance(batch, Mapping):
+        shared = set(shared_input_keys(batch)) if "input_ids" in batch else set()
+        return {k: (global_array(v, NamedSharding(mesh, P())) if k in shared
+                    else place_batch(v, mesh)) for k, v in batch.items()}
+    value = np.asarray(batch)
+    return global_array(value, NamedSharding(mesh, _rows_spec(mesh, value.shape)))
+
+
+def place_params(tree: Any, logical_axes: Mapping[str, tuple], mesh: Mesh,
+                 rules: Mapping = RULES) -> Any:
+    """Place a (nested) tree of parameter dicts on `mesh`: a leaf whose key is a model
+    parameter path (with that parameter's rank) by the logical-axis rules, every other leaf
+    (LoRA factors, masks, scalars) replicated."""
+    def place(key, x):
+        shape = tuple(np.shape(x))
+        axes = logical_axes.get(key) if isinstance(key, str) else None
+        spec = (logical_to_spec(axes, shape, mesh, rules) if axes is not None
+                and len(axes) == len(shape) else P())
+        sharding = NamedSharding(mesh, spec)
+        if isinstance(x, jax.Array):
+            if x.sharding == sharding:
+                return x
+            if jax.process_count() == 1 or not x.is_fully_addressable:
+                return jax.device_put(x, sharding)
+        return global_array(x, sharding)
+
+    def walk(node, key=None):
+        if isinstance(node, Mapping):
+            return {k: walk(v, k) for k, v in node.items()}
+        if node is None:
+            return None
+        return place(key, node)
+
+    return walk(tree)

@@ -192,7 +192,7 @@ def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
     return min(total, cfg.max_steps) if cfg.max_steps else total
 
 
-def _resume_log(log_path: str | Path | None, start: int) -> list[dict]:
+def _resume_log(log_path: str | Path | None, start: int, write: bool = True) -> list[dict]:
     """Records of steps 1..`start` kept in `log_path` (later ones, logged after the last
     checkpoint of an interrupted run, are dropped so a resume never duplicates a step)."""
     if not log_path or not Path(log_path).is_file():
@@ -206,6 +206,8 @@ def _resume_log(log_path: str | Path | None, start: int) -> list[dict]:
         if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= start:
             kept.append(rec)
     kept = list({r["step"]: r for r in kept}.values())
+    if not write:
+        return kept
     tmp = Path(str(log_path) + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     tmp.replace(log_path)
@@ -246,6 +248,8 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
     from tqdm.auto import tqdm
 
     from jaxunlearn.checkpoint.state import Checkpointer
+    from jaxunlearn.parallel import distributed
+    from jaxunlearn.parallel import mesh as mesh_lib
     from jaxunlearn.train.state import init_state, make_optimizer
     from jaxunlearn.train.programs import CachedProgram
     from jaxunlearn.train.step import make_train_step
@@ -261,7 +265,16 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
     dropout = setup.lora_cfg is not None and setup.lora_cfg.dropout > 0
     opt = make_optimizer(cfg.lr, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
                          total_steps=total, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
-    state = init_state(setup.trainable, opt, cfg.seed)
+    mesh = mesh_lib.current()  # the command's mesh: parameters by the logical-axis rules
+    if (mesh is not None and jax.process_count() == 1 and mesh.shape["fsdp"] == 1
+            and mesh.shape["tensor"] == 1 and cfg.batch_size % mesh.shape["data"]):
+        mesh = None  # a batch replicated on a data-only mesh: one device computes the same
+    trainable = setup.trainable
+    frozen = {"base": setup.base, **(frozen_extra or {})}
+    if mesh is not None:
+        trainable = mesh_lib.place_params(trainable, setup.model.logical_axes, mesh)
+        frozen = mesh_lib.place_params(frozen, setup.model.logical_axes, mesh)
+    state = init_state(trainable, opt, cfg.seed, mesh=mesh)
     compiled: dict[int, Callable] = {}
     for fn in loss_map.values():
         if id(fn) not in compiled:
@@ -271,15 +284,15 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
                                 rng_key=DROPOUT_KEY if dropout else None,
                                 grad_mask=grad_mask), "train_step")
     steps = {name: compiled[id(fn)] for name, fn in loss_map.items()}
-    frozen = {"base": setup.base, **(frozen_extra or {})}
     ckpt = (Checkpointer(checkpoint_dir, keep=cfg.keep_checkpoints, every=cfg.checkpoint_every)
             if checkpoint_dir else None)
     start = 0
     if ckpt is not None and ckpt.latest_step() is not None:
         state, _ = ckpt.restore(state)
         start = int(jax.device_get(state.step))
-    history = _resume_log(log_path, start)  # the steps before `start`, from metrics.jsonl
-    log = open(log_path, "a") if log_path else None
+    primary = distributed.is_primary()  # process 0 alone writes the log
+    history = _resume_log(log_path, start, write=primary)  # steps before `start`
+    log = open(log_path, "a") if log_path and primary else None
     bar = tqdm(total=total, desc=f"{desc} ({total} steps)", disable=not cfg.progress,
                unit="step", initial=start, mininterval=0.1 if sys.stderr.isatty() else 5.0)
     t_start = time.perf_counter()
@@ -294,7 +307,8 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
                     step += 1
                     continue
                 t0 = time.perf_counter()
-                state, metrics = steps[phase](state, frozen, batch)
+                placed = batch if mesh is None else mesh_lib.place_batch(batch, mesh)
+                state, metrics = steps[phase](state, frozen, placed)
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 dt = time.perf_counter() - t0
                 step += 1
@@ -312,7 +326,8 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
                     ckpt.save(step, state)
                 fault_point(f"step:{step}")  # tests: a kill in the middle of training
             if on_epoch is not None and step > start:
-                on_epoch(epoch, setup.policy(dict(state.params), setup.base))
+                on_epoch(epoch, distributed.local_arrays(
+                    setup.policy(dict(state.params), frozen["base"])))
             if step >= total:
                 break
         bar.close()
@@ -324,12 +339,13 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
         if ckpt is not None:
             ckpt.close()
     seconds = time.perf_counter() - t_start
-    params = setup.policy(dict(state.params), setup.base)
+    # several processes: whole host copies, for single-process code (export, evaluation)
+    params = distributed.local_arrays(setup.policy(dict(state.params), frozen["base"]))
     losses_ = [h.get("loss") for h in history]
     report = {"steps": step, "total_steps": total, "resumed_at": start,
               "losses": losses_, "phases": [h["phase"] for h in history],
               "seconds": seconds, "first_loss": losses_[0] if losses_ else None,
               "final_loss": losses_[-1] if losses_ else None,
               "trainable_params": count_params(state.params)}
-    lora = jax.device_get(dict(state.params)) if setup.lora_cfg is not None else None
+    lora = distributed.to_host(dict(state.params)) if setup.lora_cfg is not None else None
     return FitResult(params, lora, history, report)

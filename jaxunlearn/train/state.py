@@ -193,13 +193,33 @@ def init_state(params: dict, optimizer: optax.GradientTransformation, seed: int 
         params = jax.tree.map(jnp.copy, params)
     from jaxunlearn.train.programs import CachedProgram
 
-    opt_state = CachedProgram(jax.jit(optimizer.init), "optimizer_init")(params)
+    if mesh is None:
+        init = jax.jit(optimizer.init)
+    else:  # moments laid out like their parameters (XLA would replicate fresh zeros)
+        shapes = jax.eval_shape(optimizer.init, params)
+        init = jax.jit(optimizer.init, out_shardings=_like_params(shapes, params, mesh))
+    opt_state = CachedProgram(init, "optimizer_init")(params)
     opt_state = with_runtime_values(opt_state, optimizer)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
                        rng=jax.random.key_data(jax.random.key(seed)))
     if mesh is not None:
         state = replicate_unplaced(state, mesh)
     return state
+
+
+def _like_params(shapes, params: dict, mesh):
+    """Shardings for an optimizer state: a leaf under a parameter's key with that
+    parameter's shape gets the parameter's sharding, every other leaf is replicated."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    def pick(path, leaf):
+        key = getattr(path[-1], "key", None) if path else None
+        p = params.get(key) if isinstance(key, str) else None
+        if isinstance(p, jax.Array) and p.shape == leaf.shape:
+            return p.sharding
+        return NamedSharding(mesh, PartitionSpec())
+
+    return jax.tree_util.tree_map_with_path(pick, shapes)
 
 
 def replicate_unplaced(tree, mesh):

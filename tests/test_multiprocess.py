@@ -1,0 +1,266 @@
+"""Several cooperating processes on this machine (gloo collectives over loopback), started
+by `python -m jaxunlearn.launch local --processes 2 --devices 2`, against the same commands
+run in this one process: losses, exported parameters, pruning masks and evaluation reports
+are equal; parameters are placed by the logical-axis rules on a mesh spanning both
+processes; a process that cannot reach its peer, or loses it mid-run, stops non-zero within
+`--distributed-timeout`, and the interrupted run resumes (in one process) from the last
+complete checkpoint written by the two.
+
+One tiny LLaVA (tests/hf_fixtures.py) and one synthetic benchmark serve the whole module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hf_fixtures import save_tiny_family
+from jaxunlearn.cli import main
+from jaxunlearn.data.synthetic import SynthConfig, generate_benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ["data.synthetic.n_profiles=10", "data.synthetic.n_celebrities=4",
+        "data.synthetic.image_size=32", "data.batch_size=4", "data.max_length=256",
+        "data.blank_images=true"]
+TRAIN = ["train.batch_size=4", "train.progress=false", "train.max_steps=3", "train.lr=1e-3"]
+EVAL = ["eval.sets=[forget]", "eval.max_questions=2", "eval.batch_size=4",
+        "eval.classification_tokens=2", "eval.generation_tokens=4", "eval.cloze_tokens=4",
+        "eval.bucket_size=256", "eval.progress=false", "eval.tasks=[classification]"]
+
+
+FLAGS = "--xla_backend_optimization_level=0"  # as tests/conftest.py: faster compiles
+CACHE: dict[str, str] = {}  # the module's compilation cache (the killed run reuses ft2's)
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"),
+                                                          os.environ.get("PYTHONPATH", "")]),
+            "XLA_FLAGS": FLAGS, **CACHE}
+
+
+def launch(args: list[str], processes: int = 2, devices: int = 2, timeout: float = 240,
+           env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m jaxunlearn.launch local --processes N --devices K -- ARGS`."""
+    cmd = [sys.executable, "-m", "jaxunlearn.launch", "local", "--processes", str(processes),
+           "--devices", str(devices), "--", *args, "--distributed-timeout", "30"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**_env(), **(env or {})}, cwd=ROOT)
+
+
+def _tensors(path: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def assert_same_params(got: Path, want: Path) -> None:
+    """Per-tensor ||a - b|| <= 1e-5 * max(||b||, 1): relative, with an absolute floor for
+    tensors near zero whose exact gradient is zero (the vision k_proj biases: softmax is
+    invariant to them), which Adam moves by normalised rounding noise only (~1e-7)."""
+    a, b = _tensors(got), _tensors(want)
+    assert sorted(a) == sorted(b)
+    worst = max((np.linalg.norm(a[k] - b[k]) / max(np.linalg.norm(b[k]), 1.0), k) for k in b)
+    assert worst[0] <= 1e-5, worst
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multi")
+    CACHE.update(JAX_COMPILATION_CACHE_DIR=str(root / "jax-cache"),
+                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    bench = generate_benchmark(SynthConfig(seed=0, n_profiles=10, n_celebrities=4,
+                                           image_size=32))
+    base = save_tiny_family("llava", root / "base", bench=bench)
+    return {"root": root, "base": base}
+
+
+@pytest.fixture(scope="module")
+def finetuned(world):
+    """`finetune` for 3 steps: 2 processes x 2 devices and this process (one device)."""
+    root, base = world["root"], world["base"]
+    t0 = time.perf_counter()
+    two = launch(["finetune", f"model.checkpoint={base}", *DATA, *TRAIN,
+                  f"output.dir={root / 'ft2'}"])
+    world["seconds_ft2"] = time.perf_counter() - t0
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert main(["finetune", f"model.checkpoint={base}", *DATA, *TRAIN,
+                 f"output.dir={root / 'ft1'}"]) == 0
+    return root / "ft2", root / "ft1"
+
+
+def test_finetune_two_processes_equal_one(finetuned):
+    two, one = finetuned
+    l2 = json.loads((two / "finetune_report.json").read_text())["losses"]
+    l1 = json.loads((one / "finetune_report.json").read_text())["losses"]
+    assert len(l2) == 3
+    np.testing.assert_allclose(l2, l1, rtol=1e-5)
+    assert_same_params(two / "model", one / "model")
+    # process 0 alone wrote the run: one log, no temporary or second output left behind
+    assert len((two / "metrics.jsonl").read_text().splitlines()) == 3
+    assert not list(two.parent.glob(".ft2*"))
+
+
+def test_unlearn_npo_and_manu_two_processes_equal_one(world, finetuned):
+    model = finetuned[1] / "model"
+    root = world["root"]
+    for method, extra in (("npo", TRAIN), ("manu", [])):
+        two = launch(["unlearn", "--method", method, "--model", str(model), *DATA, *extra,
+                      f"output.dir={root / (method + '2')}"])
+        assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+        assert main(["unlearn", "--method", method, "--model", str(model), *DATA, *extra,
+                     f"output.dir={root / (method + '1')}"]) == 0
+        assert_same_params(root / (method + "2") / "model", root / (method + "1") / "model")
+    r2 = json.loads((root / "npo2" / "unlearn_report.json").read_text())["losses"]
+    r1 = json.loads((root / "npo1" / "unlearn_report.json").read_text())["losses"]
+    np.testing.assert_allclose(r2, r1, rtol=1e-5)
+    m2, m1 = (np.load(root / f"manu{i}" / "neuron_masks.npz") for i in (2, 1))
+    assert sorted(m2.files) == sorted(m1.files) and m1.files
+    for k in m1.files:
+        np.testing.assert_array_equal(m2[k], m1[k])
+
+
+def test_evaluate_two_processes_same_report(world, finetuned):
+    model, root = finetuned[1] / "model", world["root"]
+    two = launch(["evaluate", "--model", str(model), *DATA, *EVAL,
+                  f"output.dir={root / 'ev2'}"])
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert main(["evaluate", "--model", str(model), *DATA, *EVAL,
+                 f"output.dir={root / 'ev1'}"]) == 0
+    rec2 = json.loads((root / "ev2" / "report.json").read_text())["records"]
+    rec1 = json.loads((root / "ev1" / "report.json").read_text())["records"]
+    assert rec1 and rec2 == rec1
+
+
+SPECS = r"""
+import json, sys
+from jaxunlearn.parallel import distributed, mesh as M
+distributed.initialize(30)
+import jax
+from jaxunlearn.checkpoint.hf import load_pretrained
+model = load_pretrained(sys.argv[1])
+mesh = M.mesh_from_config({"data": 2, "fsdp": 2})
+placed = M.place_params(model.params, model.logical_axes, mesh)
+if jax.process_index() == 0:
+    print(json.dumps({k: [a if a is None or isinstance(a, str) else list(a) for a in v.sharding.spec]
+                      for k, v in placed.items()}))
+"""
+
+
+def test_mesh_over_two_processes_follows_the_rules(world):
+    """data=2 x fsdp=2 over 2 processes x 2 devices: every parameter's spec is the rules'."""
+    from jaxunlearn.checkpoint.hf import load_pretrained
+    from jaxunlearn.parallel.mesh import logical_to_spec, make_mesh
+
+    from jaxunlearn.launch import free_port
+
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", SPECS, str(world["base"])],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**_env(), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                                   "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i),
+                                   "XLA_FLAGS": f"{FLAGS} --xla_force_host_platform_device_count=2"})
+             for i in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    got = json.loads(outs[0][0].strip().splitlines()[-1])
+    model = load_pretrained(world["base"])
+    import jax
+
+    mesh = make_mesh({"data": 2, "fsdp": 2}, jax.devices()[:4])
+    want = {k: [a for a in logical_to_spec(model.logical_axes[k], v.shape, mesh)]
+            for k, v in model.params.items()}
+    assert got == want
+    assert any("fsdp" in v for v in got.values())
+
+
+def test_mismatched_mesh_is_one_error(capsys, world, tmp_path):
+    assert main(["finetune", f"model.checkpoint={world['base']}", *DATA, *TRAIN,
+                 "mesh.data=3", "mesh.fsdp=5", "mesh.tensor=7",
+                 f"output.dir={tmp_path / 'x'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data=3, fsdp=5, tensor=7" in err[0] and "8 device" in err[0]
+    assert not (tmp_path / "x").exists()
+
+
+def _cli(args: list[str], pid: int, port: int, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxunlearn.cli", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**_env(), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+             "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(pid),
+             "XLA_FLAGS": f"{FLAGS} --xla_force_host_platform_device_count=2", **(env or {})})
+
+
+def test_missing_peer_is_a_clear_error_within_the_timeout(world, tmp_path):
+    from jaxunlearn.launch import free_port
+
+    out = tmp_path / "alone"
+    t0 = time.perf_counter()
+    p = _cli(["finetune", f"model.checkpoint={world['base']}", *DATA, *TRAIN,
+              f"output.dir={out}", "--distributed-timeout", "4"], 0, free_port())
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 3, err[-2000:]
+    assert time.perf_counter() - t0 < 60
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "process 0 of 2" in lines[0] and "within 4 s" in lines[0]
+    assert not out.exists() and not list(tmp_path.glob(".alone*"))
+
+
+def test_killed_peer_stops_the_other_and_the_run_resumes(world, finetuned):
+    """Process 1 is killed after step 2; process 0 exits non-zero within the timeout; the
+    same command in one process resumes from the last complete checkpoint of the two and
+    ends with the parameters of the uninterrupted run."""
+    from jaxunlearn.launch import free_port
+
+    root, port = world["root"], free_port()
+    out = root / "killed"
+    args = ["finetune", f"model.checkpoint={world['base']}", *DATA, *TRAIN,
+            "train.checkpoint_every=1", f"output.dir={out}", "--distributed-timeout", "8"]
+    procs = [_cli(args, i, port, {"JAXUNLEARN_TEST_KILL": "step:2@1"}) for i in range(2)]
+    t_dead = None
+    for p in procs[::-1]:
+        p.communicate(timeout=240)
+        t_dead = t_dead or time.perf_counter()
+    assert procs[1].returncode == -9
+    assert procs[0].returncode != 0
+    assert time.perf_counter() - t_dead < 60
+    assert not out.exists()
+    partial = root / ".killed.partial"
+    assert (partial / "checkpoints").is_dir()
+    assert main(args[:-2]) == 0
+    report = json.loads((out / "finetune_report.json").read_text())
+    assert report["resumed_at"] >= 1 and report["steps"] == 3
+    assert_same_params(out / "model", finetuned[1] / "model")
+
+
+
+def test_optimizer_state_and_reference_follow_the_parameters(world):
+    """On a (data=2, fsdp=2, tensor=2) mesh of this process's 8 devices, the driver's
+    placement puts AdamW's moments and the reference parameters on the parameters' specs."""
+    import jax
+
+    from jaxunlearn.checkpoint.hf import load_pretrained
+    from jaxunlearn.parallel.mesh import logical_to_spec, make_mesh, place_params
+    from jaxunlearn.train.state import init_state, make_optimizer
+
+    model = load_pretrained(world["base"])
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8])
+    params = place_params(model.params, model.logical_axes, mesh)
+    frozen = place_params({"base": model.params, "ref": dict(model.params)},
+                          model.logical_axes, mesh)
+    state = init_state(params, make_optimizer(1e-3), mesh=mesh)
+    mu = state.opt_state[0].mu
+    sharded = 0
+    for k, v in model.params.items():
+        want = logical_to_spec(model.logical_axes[k], v.shape, mesh)
+        assert params[k].sharding.spec == want == frozen["ref"][k].sharding.spec
+        assert mu[k].sharding.spec == want, k
+        sharded += any(a is not None for a in want)
+    assert sharded > 0
