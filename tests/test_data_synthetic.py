@@ -123,7 +123,7 @@ def test_show_main(written, capsys) -> None:
 
 def test_people_distractors_and_trained_question_formats() -> None:
     """`distractors='people'`: every wrong option is another person's value of the asked
-    attribute (same answer letter as with `pool`); `trained_question_records` gives each
+    attribute, answer letters balanced per person; `trained_question_records` gives each
     classification question in its 4 option rotations (seed None) or one random order per
     seed, so no answer letter is tied to a question."""
     from jaxunlearn.data.pipeline import trained_question_records
@@ -139,11 +139,13 @@ def test_people_distractors_and_trained_question_formats() -> None:
             if q.kind != "classification":
                 assert q == q0
                 continue
-            assert q.answer == q0.answer and q.answer_text == q0.answer_text
+            assert q.answer_text == q0.answer_text
             attr = next(a for a, v in p.attributes.items() if v == q.answer_text)
             values = {o.attributes[attr] for o in everyone if o.id != p.id}
             wrong = [o for o in q.options if o != q.answer_text]
             assert len(wrong) == 3 and set(wrong) <= values
+        letters = [q.answer for q in p.questions("eval", "classification")]
+        assert len(set(letters)) == min(4, len(letters))
     with pytest.raises(ValueError, match="distractors"):
         SynthConfig(distractors="nope")
 

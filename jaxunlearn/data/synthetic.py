@@ -237,10 +237,14 @@ def _splits(cfg: SynthConfig, ids: list[str], celeb_ids: list[str]) -> dict[str,
 
 def _people_distractors(seed: int, people: list[Profile]) -> None:
     """Replace every classification question's distractors by 3 other people's values of
-    the question's attribute (same answer position; in place)."""
+    the question's attribute, and balance the answer letters: a person's k-th classification
+    question (of its set) has its answer at letter (offset + k) mod 4, so that a model which
+    ignores the options' content scores 25% in any order (in place)."""
     for i, p in enumerate(people):
         rng = _rng(seed, 6, i)
         for qs in (p.eval_questions, p.test_questions):
+            offset = int(rng.integers(len(LETTERS)))
+            k = 0
             for j, q in enumerate(qs):
                 if q.kind != "classification":
                     continue
@@ -251,9 +255,10 @@ def _people_distractors(seed: int, people: list[Profile]) -> None:
                     raise ValueError("distractors='people' needs at least 4 people with "
                                      f"different {attr} values")
                 pick = [others[int(k)] for k in rng.choice(len(others), size=3, replace=False)]
-                at = LETTERS.index(q.answer)
+                at = (offset + k) % len(LETTERS)
+                k += 1
                 options = pick[:at] + [value] + pick[at:]
-                qs[j] = Question(q.kind, q.modality, q.question, q.answer, options)
+                qs[j] = Question(q.kind, q.modality, q.question, LETTERS[at], options)
 
 
 def generate_benchmark(config: SynthConfig = SynthConfig()) -> Benchmark:

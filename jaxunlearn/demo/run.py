@@ -47,30 +47,41 @@ _WORLD = dataclasses.asdict(TinyWorldConfig(seed=0, n_profiles=20, n_celebrities
 # models; a 1M-parameter model trained from scratch needs larger steps.
 _GRAD = {"batch_size": 8, "progress": False, "schedule": "constant", "subset": "llm"}
 METHODS = {
-    "ga": {**_GRAD, "lr": 5e-4, "epochs": 5},
-    "grad_diff": {**_GRAD, "lr": 1e-3, "epochs": 8},
-    "kl_min": {**_GRAD, "lr": 1e-3, "epochs": 8},
-    "npo": {**_GRAD, "lr": 5e-4, "epochs": 5},
-    "idk": {**_GRAD, "lr": 1e-3, "epochs": 8},
+    "ga": {**_GRAD, "lr": 5e-4, "epochs": 1},
+    "grad_diff": {**_GRAD, "lr": 1e-3, "epochs": 1},
+    "kl_min": {**_GRAD, "lr": 1e-3, "epochs": 1},
+    "npo": {**_GRAD, "lr": 5e-4, "epochs": 1},
+    "idk": {**_GRAD, "lr": 5e-4, "epochs": 1},
     # the paper formulation barely separates forget from retain neurons on a model this small
     "manu": {"alpha": 0.1, "formulation": "official", "progress": False},
     # SMFA trains a LoRA adapter (r = 8, alpha = 16) on the LLM
     "smfa": {**_GRAD, "subset": "all", "lora": True, "lora_rank": 8, "lora_alpha": 16.0,
-             "lr": 3e-3, "epochs": 8},
-    # vision-only: more, smaller steps; prune 5% of vision neurons by I_u first
-    "vkd": {**_GRAD, "subset": "projector+vision_mlp", "deeper_half": True, "lr": 1e-3,
-            "epochs": 20, "prune_fraction": 0.05},
+             "lr": 3e-3, "epochs": 4},
+    # vision-only: prune 20% of the vision neurons by I_u, then a long, strong forget term
+    "vkd": {**_GRAD, "subset": "projector+vision_mlp", "deeper_half": True, "lr": 1e-2,
+            "epochs": 100, "alpha": 5.0, "prune_fraction": 0.2},
 }
-# method -> how its setting above was chosen (printed in the demo report beside the setting)
+# method -> how its setting above was chosen (printed in the demo report beside the setting).
+# The points were compared by hand on the quick demo's vanilla model (forget / retain /
+# celebrity cloze and generation ROUGE-L, both modalities), each method's other keys as above;
+# the selection rule: the largest forget drop that keeps retain and celebrity.
 METHOD_NOTES = {
-    "ga": "hand-tuned on the quick demo",
-    "grad_diff": "hand-tuned on the quick demo",
-    "kl_min": "hand-tuned on the quick demo",
-    "npo": "hand-tuned on the quick demo",
-    "idk": "hand-tuned on the quick demo",
-    "manu": "hand-tuned on the quick demo",
-    "smfa": "hand-tuned on the quick demo",
-    "vkd": "hand-tuned on the quick demo",
+    "ga": "epochs 1, 2, 5 at lr 5e-4: 1 (2 and more also wipe retain generation)",
+    "grad_diff": "epochs 1, 2, 4 at lr 1e-3: 1, the gentlest (every point lowers celebrity "
+                 "and text retain cloze)",
+    "kl_min": "epochs 1, 2, 4 at lr 1e-3: 1 (2 and more also wipe retain generation and text "
+              "cloze)",
+    "npo": "epochs 1, 2, 5 at lr 5e-4: 1 (2 and more also wipe retain generation)",
+    "idk": "lr 5e-4 x 1 epoch, lr 1e-3 x 1, 2, 5 epochs: lr 5e-4 x 1 (every other point "
+           "turns retain answers into refusals too)",
+    "manu": "alpha 0.05, 0.1, 0.3 (official formulation) and 0.1 (paper formulation): 0.1 "
+            "official (0.05 acts alike; 0.3 and the paper formulation also lower text retain "
+            "cloze)",
+    "smfa": "lr 1e-3 x 8, 3e-3 x 4 and x 8, 1e-2 x 8 epochs, k 0.5 and 1: lr 3e-3 x 4, k 1 "
+            "(every point lowers celebrity cloze)",
+    "vkd": "the setting measured to forget in the earlier demo world (lr 1e-2, 100 epochs, "
+           "alpha 5, prune_fraction 0.2: multimodal forget ROUGE-L .94 -> .00-.05 over 3 "
+           "seeds, retain unchanged); the default lr 1e-3 x 20 epochs moved nothing",
 }
 DEMO_DEFAULTS = {
     "world": _WORLD,

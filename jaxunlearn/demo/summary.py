@@ -36,7 +36,10 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("classification", "circular_accuracy", "Class. (rot.)"),
     ("classification", "circular_likelihood_accuracy", "Class. lik. (rot.)"),
     ("cloze", "accuracy", "Cloze"),
+    ("generation", "rougeL", "Gen. ROUGE-L"),
 )
+# the metrics the target is defined on (the issue's: rotation-robust classification, cloze)
+TARGET_METRICS = METRICS[:3]
 TARGET_DROP = 0.25
 TARGET_KEEP = 0.9
 CONTROL_SETS = ("forget_black_image", "forget_other_image")
@@ -66,9 +69,10 @@ def _value(records, method, set_name, task, modality, metric):
                   metric=metric)
 
 
-def target_check(records: Sequence[Mapping], vanilla: str = "vanilla") -> dict[str, dict]:
-    """Per method: its best (largest forget drop) qualifying (modality, metric) and whether
-    it meets the target; per kind: met if any of its methods does."""
+def target_check(records: Sequence[Mapping], vanilla: str = "vanilla",
+                 metrics: Sequence[tuple[str, str, str]] = TARGET_METRICS) -> dict[str, dict]:
+    """Per method: its best (largest forget drop) qualifying (modality, metric) among
+    `metrics` and whether it meets the target; per kind: met if any of its methods does."""
     recs = main_records(records)
     methods = [m for ms in KINDS.values() for m in ms
                if any(r["method"] == m for r in recs)]
@@ -76,7 +80,7 @@ def target_check(records: Sequence[Mapping], vanilla: str = "vanilla") -> dict[s
     for m in methods:
         best = None
         for modality in ("multi", "text"):
-            for task, metric, label in METRICS:
+            for task, metric, label in metrics:
                 v = {s: _value(recs, vanilla, s, task, modality, metric)
                      for s in ("forget", "retain", "celebrity")}
                 a = {s: _value(recs, m, s, task, modality, metric)
@@ -115,13 +119,14 @@ def demo_table(records: Sequence[Mapping], settings: Mapping[str, Mapping],
         cells = []
         for s, mod, task, metric, _ in cols:
             v = _value(recs, m, s, task, mod, metric)
-            cells.append("–" if v is None else f"{100 * v:.0f}")
+            cells.append("–" if v is None else f"{100 * v:.0f}")  # ROUGE-L F x 100 too
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     out = ["## Demo table: rotation-robust classification and cloze", "",
-           "Accuracy in %. Class. (rot.) (generated letter) and Class. lik. (rot.) (most "
-           "likely option text) count a question only when the answer is right in all 4 "
-           "cyclic rotations of the options (MMBench's circular evaluation); the benchmark's "
-           "own single-order accuracy is in the tables below.", "", *lines, ""]
+           "Accuracy in %, ROUGE-L F-measure x 100. Class. (rot.) (generated letter) and "
+           "Class. lik. (rot.) (most likely option text) count a question only when the "
+           "answer is right in all 4 cyclic rotations of the options (MMBench's circular "
+           "evaluation); the benchmark's own single-order accuracy is in the tables below.",
+           "", *lines, ""]
     ctrl = []
     for set_name in CONTROL_SETS:
         for metric in ("accuracy", "rotated_accuracy", "circular_likelihood_accuracy"):
@@ -132,13 +137,16 @@ def demo_table(records: Sequence[Mapping], settings: Mapping[str, Mapping],
     if ctrl:
         out += ["Controls (forget people's multimodal classification with their image "
                 "replaced):", "", *ctrl, ""]
-    check = target_check(records, vanilla)
-    if check["methods"]:
-        out += [f"Target: per method kind, a forget drop >= {100 * TARGET_DROP:.0f} points in "
-                f"one modality (rotation-robust classification or cloze) with retain and "
-                f"celebrity >= {100 * TARGET_KEEP:.0f}% of vanilla on the same metric.", "",
-                "| Kind | Met | Method | Best modality / metric | Forget drop | Retain + celebrity kept |",
-                "|---|---|---|---|---:|---|"]
+    for title, metrics in (("rotation-robust classification or cloze", TARGET_METRICS),
+                           ("generation ROUGE-L x 100, for comparison", METRICS[3:])):
+        check = target_check(records, vanilla, metrics)
+        if not check["methods"]:
+            continue
+        out += [f"Target on {title}: per method kind, a forget drop >= "
+                f"{100 * TARGET_DROP:.0f} points in one modality with retain and celebrity "
+                f">= {100 * TARGET_KEEP:.0f}% of vanilla on the same metric.", "",
+                "| Kind | Met | Method | Best modality / metric | Forget drop | "
+                "Retain + celebrity kept |", "|---|---|---|---|---:|---|"]
         for kind, info in check["kinds"].items():
             for m in info["methods"]:
                 b = check["methods"][m]

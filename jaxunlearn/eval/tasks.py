@@ -53,8 +53,9 @@ class EvalConfig:
     likelihood: bool = field(True, "also score the options by likelihood")
     rotations: bool = field(False, "also ask every classification question with its options "
                             "rotated (shifts 1-3): rotated_accuracy = mean over the 4 "
-                            "rotations, circular_accuracy = correct in all of them (MMBench's "
-                            "circular evaluation)")
+                            "rotations, circular_accuracy (and, with likelihood, "
+                            "circular_likelihood_accuracy) = correct in all of them "
+                            "(MMBench's circular evaluation)")
     likelihood_target: str = field("text", "what is scored: the option text or its letter",
                                    choices=("text", "letter"))
     system_prompt: str | None = field(None, "a system prompt for every question")
