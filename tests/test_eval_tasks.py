@@ -232,9 +232,8 @@ def test_rotated_classification_circular_accuracy(tiny_vanilla):
     always picks the option "blue" is right in all of them, one that always answers "A" is
     right in exactly one (MMBench circular evaluation: circular accuracy 0)."""
     model, tok, _, pipe = tiny_vanilla
-    qs = [_cls(f"R{i} colour?", letter) for i, letter in enumerate("ABCD")]
-    qs = [dataclasses.replace(q, options=q.rotated(2 - i).options,
-                              answer=q.rotated(2 - i).answer) for i, q in enumerate(qs)]
+    qs = [_cls(f"R{i} colour?", "C").rotated(i) for i in range(4)]  # "blue" at C, B, A, D
+    assert [q.answer for q in qs] == list("CBAD") and {q.answer_text for q in qs} == {"blue"}
     prof = _profile(qs)
     cfg = dataclasses.replace(FAST, likelihood=False, rotations=True)
 

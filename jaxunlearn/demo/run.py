@@ -97,6 +97,7 @@ DEMO_DEFAULTS = {
     "distractors": "people",
     "formats": ["classification", "generation", "cloze"],
     "rotations": True,
+    "likelihood": False,
     "eval_profiles": 8,
     "max_questions": 24,
     "run": list(METHODS),
@@ -303,7 +304,8 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
     sets = benchmark_sets(bench, "forget_10", "retain_90", max_profiles=setting["eval_profiles"])
     evaluator = Evaluator(vanilla, tok, pipe, EvalConfig(max_questions=setting["max_questions"],
                                                          batch_size=16,
-                                                         rotations=setting["rotations"]))
+                                                         rotations=setting["rotations"],
+                                                         likelihood=setting["likelihood"]))
     records = []
     for name in ["vanilla", *methods]:
         path = out / "eval" / f"{name}.json"
