@@ -90,8 +90,8 @@ def target_check(records: Sequence[Mapping], vanilla: str = "vanilla",
                 keep = all(a[s] >= TARGET_KEEP * v[s] - 1e-9 for s in ("retain", "celebrity"))
                 cand = {"modality": modality, "metric": label, "drop": drop, "keeps": keep,
                         "met": keep and drop >= TARGET_DROP - 1e-9}
-                key = (cand["met"], keep, drop)
-                if best is None or key > (best["met"], best["keeps"], best["drop"]):
+                key = (cand["met"], drop, keep)  # met first, else the largest drop
+                if best is None or key > (best["met"], best["drop"], best["keeps"]):
                     best = cand
         if best is not None:
             per_method[m] = best
@@ -131,8 +131,9 @@ def demo_table(records: Sequence[Mapping], settings: Mapping[str, Mapping],
         for metric in ("accuracy", "rotated_accuracy", "circular_accuracy"):
             v = _value(recs, vanilla, set_name, "classification", "multi", metric)
             if v is not None:
+                chance = "0.4%" if metric == "circular_accuracy" else "25%"
                 ctrl.append(f"- vanilla, {set_name.replace('_', ' ')}: multimodal "
-                            f"classification {metric} {100 * v:.0f}% (chance 25%)")
+                            f"classification {metric} {100 * v:.0f}% (chance {chance})")
     if ctrl:
         out += ["Controls (forget people's multimodal classification with their image "
                 "replaced):", "", *ctrl, ""]
