@@ -119,3 +119,49 @@ def test_show_main(written, capsys) -> None:
     table = show_main(str(root))
     assert "fictitious profiles" in table and "split forget_5" in table
     assert "eval cloze / text" in capsys.readouterr().out
+
+
+def test_people_distractors_and_trained_question_formats() -> None:
+    """`distractors='people'`: every wrong option is another person's value of the asked
+    attribute, answer letters balanced per person; `trained_question_records` gives each
+    classification question in its 4 option rotations (seed None) or one random order per
+    seed, so no answer letter is tied to a question."""
+    from jaxunlearn.data.pipeline import trained_question_records
+    from jaxunlearn.data.schema import LETTERS
+
+    cfg = SynthConfig(seed=3, n_profiles=8, n_celebrities=2, image_size=16)
+    pool = generate_benchmark(cfg)
+    people = generate_benchmark(SynthConfig(**{**cfg.__dict__, "distractors": "people"}))
+    everyone = [*people.profiles, *people.celebrities]
+    for p, p0 in zip(everyone, [*pool.profiles, *pool.celebrities]):
+        for q, q0 in zip(p.eval_questions + p.test_questions,
+                         p0.eval_questions + p0.test_questions):
+            if q.kind != "classification":
+                assert q == q0
+                continue
+            assert q.answer_text == q0.answer_text
+            attr = next(a for a, v in p.attributes.items() if v == q.answer_text)
+            values = {o.attributes[attr] for o in everyone if o.id != p.id}
+            wrong = [o for o in q.options if o != q.answer_text]
+            assert len(wrong) == 3 and set(wrong) <= values
+        letters = [q.answer for q in p.questions("eval", "classification")]
+        assert len(set(letters)) == min(4, len(letters))
+    with pytest.raises(ValueError, match="distractors"):
+        SynthConfig(distractors="nope")
+
+    p = people.profiles[0]
+    n_cls = len(p.questions("eval", "classification"))
+    n_cloze = len(p.questions("eval", "cloze", "multi"))
+    rot = trained_question_records([p], "llava", ("classification",))
+    assert len(rot) == 4 * n_cls
+    first = rot[:4]
+    assert sorted(r["answer"] for r in first) == list(LETTERS)
+    assert len(trained_question_records([p], "llava", ("cloze",), "multi")) == n_cloze
+    assert all(r["image"] is not None for r in trained_question_records([p], "llava", ("cloze",),
+                                                                        "multi"))
+    letters = {tuple(r["answer"] for r in trained_question_records([p], "llava",
+                                                                   ("classification",), seed=e))
+               for e in range(8)}
+    assert len(letters) > 1  # a new option order per epoch seed
+    once = trained_question_records([p], "llava", ("classification",), seed=5)
+    assert once == trained_question_records([p], "llava", ("classification",), seed=5)

@@ -1,5 +1,6 @@
 """`jaxunlearn demo --quick` end to end: the vanilla model knows its people, every method
-moves the forget set, and nothing is NaN."""
+moves the forget set, nothing is NaN, and the controls of the demo world hold on the quick
+demo's vanilla model (one demo run per module)."""
 
 import json
 import math
@@ -30,8 +31,8 @@ def test_demo_report_and_outputs(demo_report):
     records = report["records"]
     assert all(math.isfinite(r["value"]) for r in records)
     for modality in ("multi", "text"):
-        acc = _value(records, "vanilla", "forget", "classification", modality, "accuracy")
-        assert acc >= 0.75, (modality, acc)  # chance is 0.25
+        rouge = _value(records, "vanilla", "retain", "generation", modality, "rougeL")
+        assert rouge >= 0.6, (modality, rouge)  # the vanilla model knows its people
     for name in METHODS:
         moved = False
         for modality in ("multi", "text"):
@@ -52,3 +53,34 @@ def test_demo_resume_skips_finished_stages(demo_report, capsys):
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "vanilla: done earlier" in text and "unlearn ga: done earlier" in text
+
+
+def _pooled(records, method, sets, modalities, metric):
+    """n-weighted mean of a classification metric over `sets` x `modalities`."""
+    hits = [(r["value"], r["n"]) for r in records if r["method"] == method
+            and r["set"] in sets and r["task"] == "classification"
+            and r["modality"] in modalities and r["metric"] == metric]
+    assert len(hits) == len(sets) * len(modalities), (sets, modalities, metric)
+    return sum(v * n for v, n in hits) / sum(n for _, n in hits)
+
+
+def test_control_rotation_keeps_accuracy(demo_report):
+    """The vanilla model's classification does not hang on the letters: accuracy with the
+    options rotated (mean over the 4 cyclic rotations) is within 10 points of the benchmark's
+    single-order accuracy, over every classification question of forget, retain and
+    celebrity in both modalities (36 questions in the quick demo)."""
+    _, report = demo_report
+    sets, modalities = ("forget", "retain", "celebrity"), ("multi", "text")
+    plain = _pooled(report["records"], "vanilla", sets, modalities, "accuracy")
+    rotated = _pooled(report["records"], "vanilla", sets, modalities, "rotated_accuracy")
+    assert abs(rotated - plain) <= 0.10, (plain, rotated)
+
+
+def test_control_black_image_is_near_chance(demo_report):
+    """Multimodal forget classification needs the image: with a black image instead of the
+    person's, the vanilla model is at most chance (25%) + 15 points, over all rotations."""
+    _, report = demo_report
+    recs = report["records"]
+    black = _value(recs, "vanilla", "forget_black_image", "classification", "multi",
+                   "rotated_accuracy")
+    assert black <= 0.40, black

@@ -225,3 +225,41 @@ def test_eval_set_validation():
         EvalSet([], "train")
     with pytest.raises(ValueError, match="likelihood_target"):
         TK.option_records([{}], [_cls("q", "A")], "logits")
+
+
+def test_rotated_classification_circular_accuracy(tiny_vanilla):
+    """`rotations`: every question asked in its 4 cyclic option rotations; a fake model that
+    always picks the option "blue" is right in all of them, one that always answers "A" is
+    right in exactly one (MMBench circular evaluation: circular accuracy 0)."""
+    model, tok, _, pipe = tiny_vanilla
+    qs = [_cls(f"R{i} colour?", "C").rotated(i) for i in range(4)]  # "blue" at C, B, A, D
+    assert [q.answer for q in qs] == list("CBAD") and {q.answer_text for q in qs} == {"blue"}
+    prof = _profile(qs)
+    cfg = dataclasses.replace(FAST, likelihood=False, rotations=True)
+
+    def picker(choose):
+        def generate(model, ids, mask, pixel_values=None, *, max_new_tokens, eos_token_id,
+                     pad_token_id):
+            rows = []
+            for row, m in zip(np.asarray(ids), np.asarray(mask)):
+                text = tok.decode(row[m.astype(bool)])
+                letter = choose(text)
+                rows.append(tok(letter, add_special_tokens=False)["input_ids"] + [eos_token_id])
+            n = max(len(r) for r in rows)
+            return np.array([r + [pad_token_id] * (n - len(r)) for r in rows], np.int32)
+        return generate
+
+    def knows_blue(text):
+        return next(ltr for ltr in "ABCD" if f"{ltr}: blue" in text)
+
+    for choose, circular, rotated in ((knows_blue, 1.0, 1.0), (lambda _: "A", 0.0, 0.25)):
+        ev = Evaluator(model, tok, pipe, cfg, generate_fn=picker(choose))
+        res = TK.run_classification(ev, [prof], TK.Tag(modality="text"))
+        assert lookup(res.records, metric="circular_accuracy") == circular
+        assert lookup(res.records, metric="rotated_accuracy") == rotated
+        assert {r["n"] for r in res.records} == {len(qs)}
+        assert all(len(p["rotations_correct"]) == 4 for p in res.predictions)
+    # each question's options in the 4 rotations are the 4 cyclic shifts
+    q = qs[0]
+    assert [q.rotated(s).answer_text for s in range(4)] == [q.answer_text] * 4
+    assert sorted(q.rotated(s).answer for s in range(4)) == list("ABCD")

@@ -88,6 +88,42 @@ def question_records(profiles: Iterable[Profile], family: str, which: str = "eva
     return out
 
 
+def trained_question_records(profiles: Iterable[Profile], family: str, kinds: Sequence[str],
+                             modality: str | None = None, *, seed: int | None = None,
+                             **prompt_kw: Any) -> list[Record]:
+    """Evaluation questions of ``kinds`` as *training* records (a model trained on them, such
+    as the demo's, must have them in its forget / retain data too).
+
+    Classification questions come with their options reordered, so that no letter can be
+    memorised: ``seed=None`` gives every question in all 4 cyclic rotations
+    (:meth:`Question.rotated`); an int gives one random order per question drawn from
+    ``seed`` (a new one each epoch when the seed is the epoch's)."""
+    from jaxunlearn.data.schema import LETTERS, Question
+
+    rng = None if seed is None else np.random.default_rng([seed, 7])
+    out = []
+    for p in profiles:
+        for q in p.eval_questions:
+            if q.kind not in kinds or (modality is not None and q.modality != modality):
+                continue
+            variants = [q]
+            if q.kind == "classification":
+                if rng is None:
+                    variants = [q.rotated(s) for s in range(len(LETTERS))]
+                else:
+                    order = [int(i) for i in rng.permutation(len(q.options))]
+                    options = [q.options[i] for i in order]
+                    variants = [Question(q.kind, q.modality, q.question,
+                                         LETTERS[order.index(LETTERS.index(q.answer))],
+                                         options)]
+            for v in variants:
+                out.append({"prompt": T.question_prompt(family, v, **prompt_kw),
+                            "answer": v.answer,
+                            "image": p.image if v.modality == "multi" else None,
+                            "modality": v.modality, "profile_id": p.id, "kind": v.kind})
+    return out
+
+
 # ----------------------------------------------------------------------------- batching
 
 @dataclass(frozen=True)

@@ -102,6 +102,18 @@ class Question:
             return self.options[LETTERS.index(self.answer)]
         return self.answer
 
+    def rotated(self, shift: int) -> "Question":
+        """A classification question with its options shifted cyclically by ``shift`` (option
+        i moves to position i - shift) and the answer letter following its option: the
+        rotations of MMBench's circular evaluation."""
+        if self.kind != "classification":
+            raise ValueError(f"only classification questions have options to rotate, not "
+                             f"{self.kind!r}")
+        s = shift % len(self.options)
+        options = list(self.options[s:]) + list(self.options[:s])
+        return Question(self.kind, self.modality, self.question,
+                        LETTERS[(LETTERS.index(self.answer) - s) % len(options)], options)
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "modality": self.modality, "question": self.question,
                 "answer": self.answer, "options": list(self.options)}

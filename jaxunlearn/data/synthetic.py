@@ -34,6 +34,16 @@ class SynthConfig:
     n_eval: tuple[int, int, int] = (3, 3, 2)  # classification, generation, cloze per modality
     pulse_n: int = 20  # PULSE fine-tuned knowledge: profiles used; half are unlearned
     pulse_parts: int = 5  # PULSE sustainability: forget_15 split into this many parts
+    # classification distractors: "pool" = random values of the attribute's word list (the
+    # published benchmark's style); "people" = other people's values of the attribute, so
+    # every option is somebody's fact and only knowing *this* person picks the answer (a
+    # multimodal question then needs the image: the demo's black-image control)
+    distractors: str = "pool"
+
+    def __post_init__(self) -> None:
+        if self.distractors not in ("pool", "people"):
+            raise ValueError(f"SynthConfig.distractors must be 'pool' or 'people', got "
+                             f"{self.distractors!r}")
 
 
 def _article(word: str) -> str:
@@ -225,6 +235,32 @@ def _splits(cfg: SynthConfig, ids: list[str], celeb_ids: list[str]) -> dict[str,
     return splits
 
 
+def _people_distractors(seed: int, people: list[Profile]) -> None:
+    """Replace every classification question's distractors by 3 other people's values of
+    the question's attribute, and balance the answer letters: a person's k-th classification
+    question (of its set) has its answer at letter (offset + k) mod 4, so that a model which
+    ignores the options' content scores 25% in any order (in place)."""
+    for i, p in enumerate(people):
+        rng = _rng(seed, 6, i)
+        for qs in (p.eval_questions, p.test_questions):
+            offset = int(rng.integers(len(LETTERS)))
+            k = 0
+            for j, q in enumerate(qs):
+                if q.kind != "classification":
+                    continue
+                value = q.answer_text
+                attr = next(a for a, v in p.attributes.items() if v == value)
+                others = sorted({o.attributes[attr] for o in people} - {value})
+                if len(others) < 3:
+                    raise ValueError("distractors='people' needs at least 4 people with "
+                                     f"different {attr} values")
+                pick = [others[int(k)] for k in rng.choice(len(others), size=3, replace=False)]
+                at = (offset + k) % len(LETTERS)
+                k += 1
+                options = pick[:at] + [value] + pick[at:]
+                qs[j] = Question(q.kind, q.modality, q.question, LETTERS[at], options)
+
+
 def generate_benchmark(config: SynthConfig = SynthConfig()) -> Benchmark:
     """Build the synthetic benchmark in memory (deterministic in ``config``)."""
     n, c = config.n_profiles, config.n_celebrities
@@ -235,6 +271,8 @@ def generate_benchmark(config: SynthConfig = SynthConfig()) -> Benchmark:
     profiles = [_profile(config, i, ids[i], names[i], specs[i]) for i in range(n)]
     celebs = [_profile(config, n + j, celeb_ids[j], names[n + j], specs[n + j])
               for j in range(c)]
+    if config.distractors == "people":
+        _people_distractors(config.seed, [*profiles, *celebs])
     return Benchmark(profiles, celebs, _splits(config, ids, celeb_ids))
 
 

@@ -12,9 +12,12 @@ from jaxunlearn.train.finetune import TrainConfig, finetune
 
 def train_on_qa(model, records, tok, pipe, train_cfg: TrainConfig, *, progress=True,
                 desc="finetune", log_path=None):
-    """Fine-tune on QA records (both modalities, reshuffled each epoch)."""
+    """Fine-tune on records (both modalities, reshuffled each epoch). `records` is a list, or
+    a function epoch -> list (e.g. classification options reordered every epoch) returning
+    the same number of records every epoch."""
     def batches(epoch):
-        return make_mixed_dataset(records, tok, dataclasses.replace(pipe, seed=pipe.seed + epoch))
+        recs = records(epoch) if callable(records) else records
+        return make_mixed_dataset(recs, tok, dataclasses.replace(pipe, seed=pipe.seed + epoch))
     result = finetune(model, batches, train_cfg, steps_per_epoch=len(batches(0)),
                       progress=progress, desc=desc, log_path=log_path)
     return model.replace(params=result.params), result

@@ -51,6 +51,11 @@ class EvalConfig:
     generation_tokens: int = field(50, "new tokens of a free answer")
     cloze_tokens: int = field(16, "new tokens of a cloze answer")
     likelihood: bool = field(True, "also score the options by likelihood")
+    rotations: bool = field(False, "also ask every classification question with its options "
+                            "rotated (shifts 1-3): rotated_accuracy = mean over the 4 "
+                            "rotations, circular_accuracy (and, with likelihood, "
+                            "circular_likelihood_accuracy) = correct in all of them "
+                            "(MMBench's circular evaluation)")
     likelihood_target: str = field("text", "what is scored: the option text or its letter",
                                    choices=("text", "letter"))
     system_prompt: str | None = field(None, "a system prompt for every question")
@@ -284,25 +289,53 @@ def _prediction(rec: Record, q: Question | None, answer: str, **scores: Any) -> 
             "prediction": answer, **scores}
 
 
+def rotated_records(records: Sequence[Record], qs: Sequence[Question], family: str,
+                    cfg: EvalConfig, shift: int) -> tuple[list[Record], list[Question]]:
+    """The classification ``records`` asked with their options rotated by ``shift``
+    (:meth:`Question.rotated`); image, profile and modality unchanged."""
+    rqs = [q.rotated(shift) for q in qs]
+    out = [{**r, "prompt": T.question_prompt(family, rq, **cfg.prompt_kw()),
+            "answer": rq.answer} for r, rq in zip(records, rqs)]
+    return out, rqs
+
+
 def run_classification(ev: Evaluator, profiles: Sequence[Profile], tag: Tag, *,
                        which: str = "eval") -> TaskResult:
     """Classification by generated letter (MLLMU-Bench rule, :func:`metrics.letter_of`).
 
-    Records: ``accuracy`` and ``no_letter`` (share of answers without a valid letter).
+    Records: ``accuracy`` and ``no_letter`` (share of answers without a valid letter); with
+    ``settings.rotations`` also ``rotated_accuracy`` (mean over the 4 cyclic rotations of
+    the options) and ``circular_accuracy`` (correct in every rotation).
     """
     cfg, pipe = ev.settings, ev.task_pipeline
     records, qs = _questions(profiles, pipe, "classification", tag.modality, which, cfg)
-    answers = generate_answers(ev.model, ev.tokenizer, records, pipe,
+    n = len(qs)
+    shifts = range(len(LETTERS)) if cfg.rotations else range(1)
+    asked, truth = [], []
+    for s in shifts:
+        recs, rqs = (records, qs) if s == 0 else rotated_records(records, qs, pipe.family,
+                                                                 cfg, s)
+        asked += recs
+        truth += rqs
+    answers = generate_answers(ev.model, ev.tokenizer, asked, pipe,
                                max_new_tokens=cfg.classification_tokens,
                                batch_size=cfg.batch_size, generate_fn=ev.generate_fn,
                                progress=cfg.progress)
     letters = [M.letter_of(a) for a in answers]
-    correct = [ltr == q.answer for ltr, q in zip(letters, qs)]
+    hits = [ltr == q.answer for ltr, q in zip(letters, truth)]
+    correct = hits[:n]
     preds = [_prediction(r, q, a, letter=ltr, correct=c)
              for r, q, a, ltr, c in zip(records, qs, answers, letters, correct)]
-    n = len(qs)
     out = tag.record("classification", "accuracy", M.accuracy(correct), n)
-    out += tag.record("classification", "no_letter", M.accuracy([x is None for x in letters]), n)
+    out += tag.record("classification", "no_letter",
+                      M.accuracy([x is None for x in letters[:n]]), n)
+    if cfg.rotations and n:
+        per_q = np.asarray(hits, bool).reshape(len(LETTERS), n)
+        for i, pred in enumerate(preds):
+            pred["rotations_correct"] = per_q[:, i].tolist()
+        out += tag.record("classification", "rotated_accuracy", float(per_q.mean()), n)
+        out += tag.record("classification", "circular_accuracy",
+                          float(per_q.all(axis=0).mean()), n)
     return TaskResult(out, preds)
 
 
@@ -324,19 +357,33 @@ def run_likelihood_classification(ev: Evaluator, profiles: Sequence[Profile], ta
 
     No generation: one forward per batch of (question, option) rows. ``cfg.likelihood_target``
     scores the option text (default) or its letter; the end token is not counted.
-    Record: ``likelihood_accuracy`` (task ``classification``).
+    Record: ``likelihood_accuracy`` (task ``classification``); with ``settings.rotations``
+    also ``circular_likelihood_accuracy`` (the most likely option is the right one in all 4
+    rotations of the options).
     """
     cfg, pipe = ev.settings, ev.task_pipeline
     records, qs = _questions(profiles, pipe, "classification", tag.modality, which, cfg)
-    rows = option_records(records, qs, cfg.likelihood_target)
+    n = len(qs)
+    shifts = range(len(LETTERS)) if cfg.rotations else range(1)
+    rows, truth = [], []
+    for s in shifts:
+        recs, rqs = (records, qs) if s == 0 else rotated_records(records, qs, pipe.family,
+                                                                 cfg, s)
+        rows += option_records(recs, rqs, cfg.likelihood_target)
+        truth += rqs
     logp, _ = answer_logprobs(ev.model, ev.tokenizer, rows, pipe, batch_size=cfg.batch_size,
                               include_end=False, progress=cfg.progress)
-    scores = logp.reshape(len(qs), len(LETTERS)) if qs else np.zeros((0, len(LETTERS)))
-    choice = M.option_likelihood_choice(scores) if qs else np.zeros(0, int)
-    correct = [LETTERS[int(c)] == q.answer for c, q in zip(choice, qs)]
+    scores = logp.reshape(len(truth), len(LETTERS)) if n else np.zeros((0, len(LETTERS)))
+    choice = M.option_likelihood_choice(scores) if n else np.zeros(0, int)
+    hits = [LETTERS[int(c)] == q.answer for c, q in zip(choice, truth)]
+    correct = hits[:n]
     preds = [_prediction(r, q, LETTERS[int(c)], option_logps=s.tolist(), correct=ok)
              for r, q, c, s, ok in zip(records, qs, choice, scores, correct)]
-    out = tag.record("classification", "likelihood_accuracy", M.accuracy(correct), len(qs))
+    out = tag.record("classification", "likelihood_accuracy", M.accuracy(correct), n)
+    if cfg.rotations and n:
+        per_q = np.asarray(hits, bool).reshape(len(LETTERS), n)
+        out += tag.record("classification", "circular_likelihood_accuracy",
+                          float(per_q.all(axis=0).mean()), n)
     return TaskResult(out, preds)
 
 

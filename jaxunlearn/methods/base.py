@@ -35,7 +35,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from jaxunlearn.data.pipeline import PipelineConfig, make_dataset, make_mixed_dataset, qa_records
+from jaxunlearn.data.pipeline import (
+    PipelineConfig,
+    make_dataset,
+    make_mixed_dataset,
+    qa_records,
+    trained_question_records,
+)
 from jaxunlearn.data.schema import Profile
 from jaxunlearn.train import typed
 from jaxunlearn.train.driver import TrainConfig
@@ -55,15 +61,28 @@ class UnlearnData:
     retain: Sequence[Profile]
     # other profiles whose text-only QA a method may use (MMUnlearner's language mask)
     others: Sequence[Profile] = ()
+    # evaluation-question kinds (classification, cloze, generation) the model was also
+    # trained on, e.g. the demo's: a method then sees them beside the training QA, so that
+    # its forget set is everything the model learnt about the forget people
+    # (`trained_question_records`: each classification question once, its options in a
+    # fixed random order drawn from `question_seed`)
+    question_kinds: Sequence[str] = ()
+    question_seed: int = 0
 
     def records(self, which: str, modality: str | None = None) -> list[dict]:
-        """Training-QA records of `forget`, `retain` or `others`, optionally one modality."""
+        """Training records of `forget`, `retain` or `others` (training QA, plus the
+        `question_kinds` questions), optionally one modality."""
         profiles = {"forget": self.forget, "retain": self.retain, "others": self.others}
         if which not in profiles:
             raise ValueError(f"unknown data part {which!r}; use forget, retain or others")
         if not profiles[which]:
             raise ValueError(f"this method needs {which} data but the {which} set is empty")
-        return qa_records(profiles[which], self.pipeline.family, "train", modality)
+        recs = qa_records(profiles[which], self.pipeline.family, "train", modality)
+        if self.question_kinds:
+            recs += trained_question_records(profiles[which], self.pipeline.family,
+                                             self.question_kinds, modality,
+                                             seed=self.question_seed)
+        return recs
 
     def dataset(self, records: list[dict], *, seed: int = 0, batch_size: int | None = None,
                 shuffle: bool = True):
