@@ -154,6 +154,15 @@ def test_bad_grid_is_one_error(grid, message, capsys, tmp_path):
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 
 
+def test_npo_beta_range_is_checked_on_the_options(capsys, tmp_path):
+    """beta reaches the loss as a traced scalar, so its range (> 0) is a typed-option check."""
+    rc = main(["sweep", "--method", "npo", "method.options.beta=[0.1,0]",
+               f"output.dir={tmp_path / 'x'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["error: sweep point method.options.beta=0: method.options.beta: "
+                               "0.0 is out of range; it must be > 0.0"]
+
+
 def test_second_invocation_hits_the_compile_cache(base, tmp_path):
     """A rerun of the same command reads its programs from the persistent cache: its XLA
     compile time (compile log, not wall time) is under 20% of the first run's."""
