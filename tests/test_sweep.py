@@ -62,6 +62,26 @@ def test_sweep_compiles_the_train_step_once(ga_sweep):
     assert counts["optimizer_init"] == 1
 
 
+@pytest.mark.parametrize("method, grid", [
+    ("npo", ["method.options.beta=[0.1,0.4]"]),
+    ("grad_diff", ["method.options.gamma=0.7", "method.options.alpha=[0.5,2.0]"]),
+])
+def test_loss_weight_sweep_compiles_the_train_step_once(method, grid, base, tmp_path):
+    """Loss weights are runtime inputs of the train step (`methods.common.hyper`): a sweep
+    over npo's beta or grad_diff's alpha compiles the step once, and each point's loss reads
+    its own weight (the one-step losses differ)."""
+    out = tmp_path / method
+    programs.clear_program_cache()
+    start = len(_compiles)
+    rc = main(["sweep", "--method", method, *METRIC, f"model.checkpoint={base}", *DATA, *TRAIN,
+               *EVAL, "train.max_steps=1", *grid, f"output.dir={out}"])
+    assert rc == 0
+    assert programs.COMPILES["train_step"] == 1
+    assert _compiles[start:].count("jit(step)") == 1, _compiles[start:]
+    losses = [p["final_loss"] for p in json.loads((out / "sweep.json").read_text())["points"]]
+    assert len(losses) == 2 and losses[0] != pytest.approx(losses[1], rel=1e-3)
+
+
 def test_sweep_points_frontier_and_selection(ga_sweep):
     out, _, _ = ga_sweep
     doc = json.loads((out / "sweep.json").read_text())
@@ -132,6 +152,15 @@ def test_bad_grid_is_one_error(grid, message, capsys, tmp_path):
     rc = main(["sweep", "--method", "ga", grid, f"output.dir={tmp_path / 'x'}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_npo_beta_range_is_checked_on_the_options(capsys, tmp_path):
+    """beta reaches the loss as a traced scalar, so its range (> 0) is a typed-option check."""
+    rc = main(["sweep", "--method", "npo", "method.options.beta=[0.1,0]",
+               f"output.dir={tmp_path / 'x'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["error: sweep point method.options.beta=0: method.options.beta: "
+                               "0.0 is out of range; it must be > 0.0"]
 
 
 def test_second_invocation_hits_the_compile_cache(base, tmp_path):

@@ -5,9 +5,10 @@ a frontier (forget metric against retain metric) and the point a declared rule s
 or a bare name, read as the method's option when it has one, else as a training key) with the
 method's typed options and `TrainConfig`. `run_sweep` evaluates the starting model (the
 reference of the rule), then unlearns and evaluates every point with one `Evaluator`; since
-the learning rate, the schedule lengths and the weight decay are runtime values of the train
-step (`train.state.make_optimizer`, `train.step.CachedProgram`), a grid over them compiles the
-train step once per batch shape, and the evaluation programs once.
+the learning rate, the schedule lengths, the weight decay (`train.state.make_optimizer`) and
+the methods' loss weights (`methods.common.hyper`) are runtime values of the train step
+(`train.programs.CachedProgram`), a grid over them compiles the train step once per batch
+shape, and the evaluation programs once.
 
 Selection rule (`SelectionRule`, default: `max_forget_drop`): among the points whose guard
 sets (retain, celebrity) keep at least `keep` (0.9) of the starting model's score, the one with

@@ -14,6 +14,11 @@ gradient is multiplied by the boolean mask (`where(mask, p, stop_gradient(p))`),
 computed from gated parameters contributes gradient only at masked-in entries. Under LoRA
 the gate acts on the merged kernels and the masked gradient flows back into A and B
 (`mask_lora: merged`); any other mask + LoRA combination is an error.
+
+Loss weights. The numbers a loss is weighted by (NPO's beta, grad_diff's gamma / alpha, ...)
+enter the step as fp32 scalars in `frozen["hyper"]` (`hyper(...)` builds that entry), so they
+are runtime values: runs that differ only in them trace to one program and share its compile
+(`train.programs.CachedProgram`). Their ranges are checked on the typed options.
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ from jaxunlearn.objectives.gradient import LABEL_SCOPES
 from jaxunlearn.train.driver import DROPOUT_KEY, LossFn, Setup, TrainConfig, fit, make_setup
 from jaxunlearn.train.typed import field
 
-__all__ = ["GradientOptions", "GradientRun", "LossFn", "Setup", "check_mask", "flagged", "forget_only", "gate",
-           "load_mask", "logits_of", "fit_method", "make_setup", "no_retain", "paired",
-           "paired_run", "records", "run_sequential", "stream"]
+__all__ = ["GradientOptions", "GradientRun", "HYPER", "LossFn", "Setup", "check_mask", "flagged",
+           "forget_only", "gate", "hyper", "load_mask", "logits_of", "fit_method", "make_setup",
+           "no_retain", "paired", "paired_run", "records", "run_sequential", "stream"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +50,15 @@ class GradientOptions(TrainingOptions):
     label_scope: str = field("answer", "which tokens are labels: answer (answer tokens; "
                              "open-unlearning) or all_tokens (every non-pad token, prompt "
                              "included; MLLMU-Bench's collators)", choices=LABEL_SCOPES)
+
+
+HYPER = "hyper"  # frozen[...] entry: {name: fp32 scalar} loss weights (runtime values)
+
+
+def hyper(**weights: float) -> dict[str, dict[str, np.float32]]:
+    """The `frozen_extra` entry holding loss weights as fp32 scalars (`frozen[HYPER][name]`
+    in the loss): runtime values of the jitted step, so one compile serves every value."""
+    return {HYPER: {k: np.float32(v) for k, v in weights.items()}}
 
 
 # ----------------------------------------------------------------------------- parameters

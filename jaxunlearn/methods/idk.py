@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from jaxunlearn.methods.base import MethodResult, UnlearnData, register
-from jaxunlearn.methods.common import GradientOptions, GradientRun, paired_run
+from jaxunlearn.methods.common import HYPER, GradientOptions, GradientRun, hyper, paired_run
 from jaxunlearn.objectives import gradient as G
 from jaxunlearn.objectives.refusals import with_refusals
 from jaxunlearn.train.driver import TrainConfig
@@ -26,14 +26,15 @@ def idk(model, data: UnlearnData, opts: IDKOptions, tcfg: TrainConfig) -> Method
     """NLL(D_f^idk) + NLL(D_r^few): forget answers replaced by sampled refusals."""
     run = GradientRun(model, opts, tcfg)
     forget = with_refusals(run.records(data, "forget"), opts.refusal_seed)
-    alpha, scope = opts.retain_weight, opts.label_scope
+    scope = opts.label_scope
 
     def loss(params, frozen, batch):
         f, r = batch["forget"], batch["retain"]
         xf, xr = run.policy_logits(params, frozen, f), run.policy_logits(params, frozen, r)
-        value = G.idk(xf, f, xr, r, alpha, scope)
+        value = G.idk(xf, f, xr, r, frozen[HYPER]["retain_weight"], scope)
         return value, {"idk_nll": G.nll(xf, f, scope), "retain_nll": G.nll(xr, r, scope)}
 
-    result = paired_run(run, data, loss, "idk", forget=forget)
+    result = paired_run(run, data, loss, "idk", forget=forget,
+                        frozen_extra=hyper(retain_weight=opts.retain_weight))
     result.report["refusals"] = sorted({r["answer"] for r in forget})
     return result

@@ -8,7 +8,7 @@ import dataclasses
 
 from jaxunlearn.methods import common
 from jaxunlearn.methods.base import MethodResult, UnlearnData, register
-from jaxunlearn.methods.common import GradientOptions, GradientRun, paired_run
+from jaxunlearn.methods.common import HYPER, GradientOptions, GradientRun, hyper, paired_run
 from jaxunlearn.objectives import gradient as G
 from jaxunlearn.train.driver import TrainConfig
 from jaxunlearn.train.typed import field
@@ -30,20 +30,21 @@ def ga_kl_run(model, data: UnlearnData, opts: KLMinOptions, tcfg: TrainConfig, l
               desc: str) -> MethodResult:
     """Train `G.ga_kl` with weight `lam` on paired forget / retain batches (`order: joint`), or
     alternate `G.ga` on D_f and `G.nll_kl` on D_r (`order: alternate`); the reference is the
-    starting model, evaluated inside the step."""
+    starting model, evaluated inside the step; `lam` is a runtime value (`common.hyper`)."""
     run = GradientRun(model, opts, tcfg)
     reduction, scope = opts.kl_reduction, opts.label_scope
+    weights = hyper(lam=lam)
 
     if opts.order == "joint":
         def loss(params, frozen, batch):
             f, r = batch["forget"], batch["retain"]
             xf, xr = run.policy_logits(params, frozen, f), run.policy_logits(params, frozen, r)
             ref = run.ref_logits(frozen, r)
-            value = G.ga_kl(xf, f, xr, ref, r, lam, reduction, scope)
+            value = G.ga_kl(xf, f, xr, ref, r, frozen[HYPER]["lam"], reduction, scope)
             return value, {"forget_nll": G.nll(xf, f, scope),
                            "kl": G.kl_ref_theta(xr, ref, r, reduction, scope)}
 
-        return paired_run(run, data, loss, desc, with_ref=True)
+        return paired_run(run, data, loss, desc, with_ref=True, frozen_extra=weights)
 
     def ascent(params, frozen, batch):
         value = G.ga(run.policy_logits(params, frozen, batch), batch, scope)
@@ -51,7 +52,7 @@ def ga_kl_run(model, data: UnlearnData, opts: KLMinOptions, tcfg: TrainConfig, l
 
     def descent(params, frozen, batch):
         x, ref = run.policy_logits(params, frozen, batch), run.ref_logits(frozen, batch)
-        value = G.nll_kl(x, ref, batch, lam, reduction, scope)
+        value = G.nll_kl(x, ref, batch, frozen[HYPER]["lam"], reduction, scope)
         return value, {"retain_nll": G.nll(x, batch, scope),
                        "kl": G.kl_ref_theta(x, ref, batch, reduction, scope)}
 
@@ -66,7 +67,7 @@ def ga_kl_run(model, data: UnlearnData, opts: KLMinOptions, tcfg: TrainConfig, l
 
     n = len(common.stream(data, forget, tcfg, 0)) + len(common.stream(data, retain, tcfg, 0, 1))
     return run.run({"ascent": ascent, "descent": descent}, schedule, n, with_ref=True,
-                   desc=desc)
+                   frozen_extra=weights, desc=desc)
 
 
 @register("kl_min", KLMinOptions)

@@ -154,7 +154,7 @@ def mmunlearner(model, data: UnlearnData, opts: MMUnlearnerOptions,
     mask = saliency_masks(model, data, setup.merged_keys(), opts, tcfg)
     common.check_mask(mask, setup, opts, "mmunlearner saliency mask")
     gd, dtype, remat = model.graphdef, model.compute_dtype, tcfg.remat
-    w, scope = opts.forget_weight, opts.label_scope
+    scope = opts.label_scope
     if opts.formulation == "official" and opts.eps != 1e-12:
         raise ValueError("method.options.eps is not read by formulation: official (it uses "
                          "1e-15); remove eps or use formulation: paper")
@@ -175,7 +175,7 @@ def mmunlearner(model, data: UnlearnData, opts: MMUnlearnerOptions,
                            frozen.get("user"))
         full = common.gate(full, m)
         nll = G.nll(common.logits_of(gd, full, batch, dtype=dtype, remat=remat), batch, scope)
-        return jnp.where(up > 0.5, -w, 1.0) * nll, {"nll": nll}
+        return jnp.where(up > 0.5, -frozen[common.HYPER]["forget_weight"], 1.0) * nll, {"nll": nll}
 
     forget = common.records(data, "forget", opts, tcfg)
     retain = common.records(data, "retain", opts, tcfg)
@@ -196,7 +196,8 @@ def mmunlearner(model, data: UnlearnData, opts: MMUnlearnerOptions,
 
     n_ascent = min(len(range(0, n_r, every)), n_f) if official else n_r // every
 
-    extra = {**({"mask": mask} if mask is not None else {}),
+    extra = {**common.hyper(forget_weight=opts.forget_weight),
+             **({"mask": mask} if mask is not None else {}),
              **({"user": gate_user} if gate_user else {})}
     result = common.fit_method(setup, tcfg, {"ascent": loss, "descent": loss}, schedule,
                           n_r + n_ascent, frozen_extra=extra,

@@ -8,7 +8,8 @@ import dataclasses
 from typing import Any, Mapping
 
 from jaxunlearn.methods.base import MethodResult, UnlearnData, register
-from jaxunlearn.methods.common import GradientOptions, GradientRun, forget_only, no_retain, paired_run
+from jaxunlearn.methods.common import (HYPER, GradientOptions, GradientRun, forget_only, hyper,
+                                      no_retain, paired_run)
 from jaxunlearn.objectives import gradient as G
 from jaxunlearn.train.driver import TrainConfig
 from jaxunlearn.train.typed import field
@@ -30,7 +31,7 @@ def _oracle_params(spec: Any) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class NPOOptions(GradientOptions):
-    beta: float = field(0.1, "NPO temperature beta (> 0)")
+    beta: float = field(0.1, "NPO temperature beta (> 0)", above=0.0)
     reference: str = field("vanilla", "reference model: vanilla (the starting model) or "
                            "oracle (a model fine-tuned on the retain set, see oracle)",
                            choices=("vanilla", "oracle"))
@@ -44,17 +45,15 @@ class NPOOptions(GradientOptions):
 @register("npo", NPOOptions, needs_retain=False)
 def npo(model, data: UnlearnData, opts: NPOOptions, tcfg: TrainConfig) -> MethodResult:
     """Negative preference optimisation on D_f (+ retain_weight * NLL(D_r) when > 0)."""
-    beta, alpha = opts.beta, opts.retain_weight
+    alpha = opts.retain_weight
     scope, form = opts.label_scope, opts.form
-    if beta <= 0:
-        raise ValueError(f"method.options.beta: npo beta must be > 0, got {beta}")
     if alpha <= 0:
         no_retain(opts, "npo with retain_weight 0")
     if opts.oracle is not None and opts.reference != "oracle":
         raise ValueError("method.options.oracle is only read with reference: oracle; set "
                          "reference: oracle or remove oracle")
     run = GradientRun(model, opts, tcfg)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = hyper(beta=opts.beta, retain_weight=alpha)
     if opts.reference == "oracle":
         extra["ref_full"] = _oracle_params(opts.oracle)
         if set(extra["ref_full"]) != set(model.params):
@@ -69,7 +68,9 @@ def npo(model, data: UnlearnData, opts: NPOOptions, tcfg: TrainConfig) -> Method
             f, r = batch["forget"], batch["retain"]
             xf, xr = run.policy_logits(params, frozen, f), run.policy_logits(params, frozen, r)
             ref = run.ref_logits(frozen, f)
-            value = G.npo_retain(xf, ref, f, xr, r, beta, alpha, scope, form)
+            beta = frozen[HYPER]["beta"]
+            value = G.npo_retain(xf, ref, f, xr, r, beta, frozen[HYPER]["retain_weight"], scope,
+                                 form)
             return value, {"npo": G.npo_from_logits(xf, ref, f, beta, scope, form),
                            "retain_nll": G.nll(xr, r, scope)}
 
@@ -77,7 +78,8 @@ def npo(model, data: UnlearnData, opts: NPOOptions, tcfg: TrainConfig) -> Method
 
     def loss_f(params, frozen, batch):
         value = G.npo_from_logits(run.policy_logits(params, frozen, batch),
-                                  run.ref_logits(frozen, batch), batch, beta, scope, form)
+                                  run.ref_logits(frozen, batch), batch, frozen[HYPER]["beta"],
+                                  scope, form)
         return value, {"npo": value}
 
     return forget_only(run, data, loss_f, "npo", with_ref=with_ref, frozen_extra=extra)

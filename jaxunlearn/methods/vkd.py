@@ -172,7 +172,8 @@ def vkd(model, data: UnlearnData, opts: VKDOptions, tcfg: TrainConfig) -> Method
         teacher, rows = projector_output(gd, {**frozen["base"], **frozen["teacher"]}, r, dtype)
         student, _ = projector_output(gd, full, r, dtype)
         dist = feature_mse(student, teacher, rows, opts.distill)
-        return -opts.alpha * lf + lr + opts.beta * dist, {"forget_nll": lf, "retain_nll": lr,
+        w = frozen[common.HYPER]
+        return -w["alpha"] * lf + lr + w["beta"] * dist, {"forget_nll": lf, "retain_nll": lr,
                                                           "distill": dist}
 
     forget = common.records(data, "forget", opts, tcfg)
@@ -181,7 +182,8 @@ def vkd(model, data: UnlearnData, opts: VKDOptions, tcfg: TrainConfig) -> Method
     schedule = lambda e: (("pair", b) for b in common.paired(data, forget, retain, tcfg, e))  # noqa: E731
     # the teacher: the original (unpruned) vision tower + projector over the frozen LLM
     teacher = {k: v for k, v in model.params.items() if not subsets.in_subset(k, "llm", 0)}
-    extra = {"teacher": teacher, "mask": mask, **({"user": gate_user} if gate_user else {})}
+    extra = {"teacher": teacher, "mask": mask, **common.hyper(alpha=opts.alpha, beta=opts.beta),
+             **({"user": gate_user} if gate_user else {})}
     result = common.fit_method(setup, tcfg, {"pair": loss}, schedule, n, frozen_extra=extra,
                           update_mask=update_mask, desc="vkd")
     result.report["mask_fraction"] = F.mask_fraction(mask)

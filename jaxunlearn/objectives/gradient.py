@@ -11,6 +11,10 @@ first, prompt and image placeholders included (`attention_mask`), as MLLMU-Bench
 do (`data_process/data_preprocess.py::train_collate_fn_llava`: labels = input_ids with pad ->
 -100), read by HF's mean cross-entropy.
 
+Loss weights (`gamma`, `alpha`, `lam`, `beta`) are Python numbers or fp32 scalars traced as
+runtime inputs of the jitted step (`methods.common.hyper`); their ranges are checked on the
+methods' options, never here.
+
 Reference models (KL, NPO) enter as their logits or sequence log-probabilities; the methods
 compute them with a frozen copy of the starting parameters inside the same jitted step
 (`jax.lax.stop_gradient`), see `methods/common.py`.
@@ -118,9 +122,8 @@ def nll_kl(retain_logits: jax.Array, ref_retain_logits: jax.Array, retain_batch:
 def npo(logp: jax.Array, ref_logp: jax.Array, batch: dict, beta: float = 0.1) -> jax.Array:
     """NPO: `-(2/beta) * mean log sigmoid(-beta * (logp_theta - logp_ref))` over real rows.
 
-    `logp`, `ref_logp`: [B] sums of answer-token log-probabilities."""
-    if beta <= 0:
-        raise ValueError(f"npo beta must be > 0, got {beta}")
+    `logp`, `ref_logp`: [B] sums of answer-token log-probabilities; `beta` > 0 (checked on
+    the method's options: here it may be a traced scalar)."""
     d = logp.astype(jnp.float32) - ref_logp.astype(jnp.float32)
     w = _rows(batch)
     terms = jax.nn.log_sigmoid(-beta * d)
@@ -131,8 +134,6 @@ def npo_batch_mean(logits: jax.Array, ref_logits: jax.Array, batch: dict, beta: 
                    scope: str = "answer") -> jax.Array:
     """MLLMU-Bench's NPO (`baselines/NPO.py::main`): one batch-mean token NLL per model inside
     the log-sigmoid, `-(2/beta) * log sigmoid(beta * (NLL_theta(B) - NLL_ref(B)))`."""
-    if beta <= 0:
-        raise ValueError(f"npo beta must be > 0, got {beta}")
     d = nll(logits, batch, scope) - nll(ref_logits, batch, scope)
     return -(2.0 / beta) * jax.nn.log_sigmoid(beta * d)
 
