@@ -219,3 +219,26 @@ def test_blank_images_give_text_batches_the_multimodal_structure(bench, tok) -> 
     with pytest.raises(ValueError, match="blank_images is for the llava family"):
         make_dataset(qa_records(bench.profiles, "qwen2_vl", modality="text"), tok,
                      dataclasses.replace(cfg, family="qwen2_vl"))
+
+
+@pytest.mark.parametrize("group", [0, 2])
+def test_process_rows_are_the_rows_of_the_global_batches(bench, tok, group: int) -> None:
+    """`PipelineConfig.rows`: each process's batches are its rows of the global batches,
+    bit for bit (padded length, answer width, padding rows, images), for every modality."""
+    from jaxunlearn.parallel.mesh import ProcessRows
+
+    cfg = dataclasses.replace(CFG, blank_images=True, group_by_length=group)
+    records = qa_records(bench.profiles, "llava")[:22]  # a short final batch
+    whole = list(make_mixed_dataset(records, tok, cfg))
+    parts = [list(make_mixed_dataset(records, tok, dataclasses.replace(cfg, rows=r)))
+             for r in ((0, 1), (1, 3), (3, 4))]
+    assert all(len(p) == len(whole) for p in parts)
+    for i, batch in enumerate(whole):
+        got = [p[i] for p in parts]
+        assert all(isinstance(g, ProcessRows) and g.rows == 4 for g in got)
+        assert sorted(got[0]) == sorted(batch)
+        for k, v in batch.items():
+            np.testing.assert_array_equal(np.concatenate([g[k] for g in got]), v, err_msg=k)
+    with pytest.raises(ValueError, match="rows .* is for the llava family"):
+        make_dataset(qa_records(bench.profiles, "qwen2_vl", modality="text"), tok,
+                     dataclasses.replace(CFG, family="qwen2_vl", rows=(0, 2)))

@@ -83,25 +83,36 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finetuned(world):
-    """`finetune` for 3 steps: 2 processes x 2 devices and this process (one device)."""
+    """`finetune` for 3 steps: 2 processes x 2 devices, 1 process x 4 devices (the default
+    mesh data=4 divides the batch of 4: rows really split over the 4 devices) and this
+    process (one device: a data=8 mesh does not divide the batch, `driver.fit` computes on
+    one device)."""
     root, base = world["root"], world["base"]
     t0 = time.perf_counter()
     two = launch(["finetune", f"model.checkpoint={base}", *DATA, *TRAIN,
                   f"output.dir={root / 'ft2'}"])
     world["seconds_ft2"] = time.perf_counter() - t0
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    four = launch(["finetune", f"model.checkpoint={base}", *DATA, *TRAIN,
+                   f"output.dir={root / 'ft4'}"], processes=1, devices=4)
+    assert four.returncode == 0, four.stdout[-3000:] + four.stderr[-3000:]
     assert main(["finetune", f"model.checkpoint={base}", *DATA, *TRAIN,
                  f"output.dir={root / 'ft1'}"]) == 0
     return root / "ft2", root / "ft1"
 
 
-def test_finetune_two_processes_equal_one(finetuned):
+def test_finetune_two_processes_and_four_devices_equal_one(finetuned):
     two, one = finetuned
+    four = one.parent / "ft4"
     l2 = json.loads((two / "finetune_report.json").read_text())["losses"]
     l1 = json.loads((one / "finetune_report.json").read_text())["losses"]
+    l4 = json.loads((four / "finetune_report.json").read_text())["losses"]
     assert len(l2) == 3
     np.testing.assert_allclose(l2, l1, rtol=1e-5)
+    np.testing.assert_allclose(l4, l1, rtol=1e-5)
     assert_same_params(two / "model", one / "model")
+    assert_same_params(four / "model", one / "model")
+    assert_same_params(four / "model", two / "model")
     # process 0 alone wrote the run: one log, no temporary or second output left behind
     assert len((two / "metrics.jsonl").read_text().splitlines()) == 3
     assert not list(two.parent.glob(".ft2*"))

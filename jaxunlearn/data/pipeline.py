@@ -22,13 +22,15 @@ A *record* is a dict ``{"prompt", "answer", "image", "modality", "profile_id", "
 T is the smallest bucket (multiple of ``bucket_size``, at most ``max_length``) that fits the
 longest example, so jitted steps see a few static shapes. A batch is all-multi or all-text;
 :func:`make_mixed_dataset` interleaves the two streams. Records are sharded per host
-only when ``PipelineConfig.shard_index`` / ``shard_count`` say so (the commands give every
-process the same global batches and place their rows on the mesh), and iterators from
+only when ``PipelineConfig.shard_index`` / ``shard_count`` say so; ``PipelineConfig.rows``
+keeps the global batches but collates only one process's rows of each (``finetune`` under
+several processes, see :mod:`jaxunlearn.parallel.mesh`), and iterators from
 :func:`make_iterator` support ``get_state()`` / ``set_state()``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -41,6 +43,7 @@ from jaxunlearn.data.answers import answer_index
 from jaxunlearn.data.images import ClipImages, ImageEncoder
 from jaxunlearn.data.processors import ClipImageConfig
 from jaxunlearn.data.schema import Profile
+from jaxunlearn.parallel.mesh import ProcessRows
 
 Record = dict[str, Any]
 Batch = dict[str, np.ndarray]
@@ -161,6 +164,11 @@ class PipelineConfig:
     # commands feed every process the same global batches, see jaxunlearn.parallel.mesh)
     shard_index: int | None = None
     shard_count: int | None = None
+    # (start, stop): collate only rows [start, stop) of every global batch of `batch_size`
+    # rows (`parallel.mesh.process_rows`: this process's rows on the mesh). The text of the
+    # whole global batch is tokenised (its padded length and answer width), images are read
+    # and preprocessed for these rows only; batches are `parallel.mesh.ProcessRows`. LLaVA only.
+    rows: tuple[int, int] | None = None
 
     def encoder(self) -> ImageEncoder:
         """The image encoder of this pipeline's family."""
@@ -219,9 +227,10 @@ def encode_record(record: Record, tokenizer: Any, config: PipelineConfig,
 
 
 def collate(examples: Sequence[dict[str, Any]], config: PipelineConfig, pad_id: int,
-            prepare: bool = True) -> Batch:
+            prepare: bool = True, images: bool = True) -> Batch:
     """Pad examples to a bucket length and to ``batch_size`` rows; the image inputs in the HF
-    processor's layout, host-prepared for the jitted forward unless ``prepare=False``."""
+    processor's layout (``images=False``: text fields only), host-prepared for the jitted
+    forward unless ``prepare=False``."""
     B = config.batch_size
     length = bucket_length(max(len(e["input_ids"]) for e in examples), config.buckets())
     ids = np.full((B, length), pad_id, np.int32)
@@ -235,6 +244,8 @@ def collate(examples: Sequence[dict[str, Any]], config: PipelineConfig, pad_id: 
              "answer_index": answer_index(loss, None if config.answer_tokens is None
                                           else (config.answer_tokens,)),
              "example_mask": (np.arange(B) < len(examples)).astype(np.int32)}
+    if not images:
+        return batch
     enc = config.encoder()
     items = [e.get("image") for e in examples] + [None] * (B - len(examples))
     images = enc.collate(items, B)
@@ -242,6 +253,33 @@ def collate(examples: Sequence[dict[str, Any]], config: PipelineConfig, pad_id: 
         images = blank_pixel_values(config, B)
     batch.update(images)
     return enc.prepare(batch) if prepare else batch
+
+
+def collate_rows(records: Sequence[Record], tokenizer: Any, config: PipelineConfig,
+                 image_fn: Callable[[Any], np.ndarray] | None, pad_id: int) -> ProcessRows:
+    """Rows ``config.rows`` of the global batch of ``records``, equal to the same rows of
+    ``collate`` of all of them: text fields from the whole batch's tokens, images of these
+    rows only."""
+    start, stop = config.rows
+    enc = _encoder(config, image_fn)
+    texts = [T.encode_example(tokenizer, config.family, r["prompt"], r["answer"],
+                              enc.num_tokens(r["image"]) if r["image"] is not None else 0)
+             for r in records]
+    for r, ex in zip(records, texts):
+        if len(ex["input_ids"]) > config.max_length:
+            raise ValueError(f"example of profile {r.get('profile_id')} has "
+                             f"{len(ex['input_ids'])} tokens > max_length {config.max_length}; "
+                             f"raise PipelineConfig.max_length")
+    full = collate(texts, dataclasses.replace(config, blank_images=False, rows=None), pad_id,
+                   images=False)
+    batch = {k: v[start:stop] for k, v in full.items()}
+    local = [encode_record(r, tokenizer, config, image_fn) for r in records[start:stop]]
+    items = [e.get("image") for e in local] + [None] * (stop - start - len(local))
+    images = enc.collate(items, stop - start)
+    if not images and config.blank_images:
+        images = blank_pixel_values(config, stop - start)
+    batch.update(images)
+    return ProcessRows(enc.prepare(batch), start, stop, config.batch_size)
 
 
 def blank_pixel_values(config: PipelineConfig, rows: int) -> dict[str, np.ndarray]:
@@ -284,6 +322,9 @@ def make_dataset(records: Sequence[Record], tokenizer: Any, config: PipelineConf
     if config.blank_images and config.family != "llava":
         raise ValueError(f"blank_images is for the llava family (one image per row); "
                          f"turn it off for {config.family!r}")
+    if config.rows is not None and config.family != "llava":
+        raise ValueError(f"PipelineConfig.rows (per-process rows) is for the llava family; "
+                         f"{config.family!r} batches hold the images of the whole batch")
     pad_id = _pad_id(tokenizer)
     records = _shard(records, config)
     if config.group_by_length > 0:
@@ -295,6 +336,9 @@ def make_dataset(records: Sequence[Record], tokenizer: Any, config: PipelineConf
                   for idx in length_grouped_batches(lengths, config.batch_size,
                                                     config.group_by_length, config.seed + epoch,
                                                     config.shuffle, config.drop_remainder)]
+        if config.rows is not None:
+            return grain.MapDataset.source(groups).map(lambda idx: collate_rows(
+                [records[i] for i in idx], tokenizer, config, image_fn, pad_id))
         return grain.MapDataset.source(groups).map(lambda idx: collate(
             [encode_record(records[i], tokenizer, config, image_fn) for i in idx], config,
             pad_id))
@@ -303,6 +347,10 @@ def make_dataset(records: Sequence[Record], tokenizer: Any, config: PipelineConf
         ds = ds.shuffle(seed=config.seed)
     if config.num_epochs != 1:
         ds = ds.repeat(config.num_epochs)
+    if config.rows is not None:  # records in batches, each process encodes its rows
+        return ds.batch(config.batch_size, drop_remainder=config.drop_remainder,
+                        batch_fn=lambda recs: collate_rows(recs, tokenizer, config, image_fn,
+                                                           pad_id))
     ds = ds.map(lambda r: encode_record(r, tokenizer, config, image_fn))
     return ds.batch(config.batch_size, drop_remainder=config.drop_remainder,
                     batch_fn=lambda exs: collate(exs, config, pad_id))

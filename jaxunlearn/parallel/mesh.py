@@ -8,8 +8,11 @@ Batches are split over ('data', 'fsdp') on their leading axis.
 Every command builds one mesh over all global devices from the `mesh:` config section
 (`session.command_mesh`) and makes it current (`set_current`); the training driver places
 parameters, optimizer state, reference parameters and batches on it (`place_params`,
-`place_batch`). With several processes every process holds the same global host batch and
-contributes the rows of its own devices (`jax.make_array_from_callback`).
+`place_batch`). With several processes, training batches built with
+`PipelineConfig.rows = process_rows(mesh, batch_size)` hold this process's rows only
+(`ProcessRows`, assembled with `jax.make_array_from_process_local_data`); any other host
+batch is the same global batch in every process, each contributing the rows of its own
+devices (`jax.make_array_from_callback`).
 """
 
 from __future__ import annotations
@@ -172,11 +175,42 @@ def global_array(value: Any, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
 
 
+class ProcessRows(dict):
+    """A batch holding only this process's rows `[start, stop)` of a global batch of `rows`
+    rows (`data.pipeline.PipelineConfig.rows`): `place_batch` assembles the global arrays
+    from every process's rows (`jax.make_array_from_process_local_data`)."""
+
+    def __init__(self, entries: Mapping[str, Any], start: int, stop: int, rows: int):
+        super().__init__(entries)
+        self.start, self.stop, self.rows = start, stop, rows
+
+
+def process_rows(mesh: Mesh, batch_size: int) -> tuple[int, int] | None:
+    """The rows `[start, stop)` of every global batch that this process's devices hold on
+    `mesh` (rows over ('data', 'fsdp')); None with one process, or when the rows do not
+    divide the batch (replicated batches: every process needs all rows)."""
+    if jax.process_count() == 1:
+        return None
+    spec = _rows_spec(mesh, (batch_size,))
+    if spec == P():
+        return None
+    index = NamedSharding(mesh, spec).addressable_devices_indices_map((batch_size,))
+    rows = sorted({i for idx in index.values() for i in range(*idx[0].indices(batch_size))})
+    if rows != list(range(rows[0], rows[-1] + 1)):
+        return None  # not one block: assemble from the global batch instead
+    return rows[0], rows[-1] + 1
+
+
 def place_batch(batch: Any, mesh: Mesh) -> Any:
     """A (nested) host batch on `mesh`: example rows over ('data', 'fsdp') (replicated when
-    they do not divide), entries not indexed by row (`shared_input_keys`) replicated."""
+    they do not divide), entries not indexed by row (`shared_input_keys`) replicated. A
+    `ProcessRows` batch holds this process's rows only; every process passes its own."""
     from jaxunlearn.modeling.model import shared_input_keys
 
+    if isinstance(batch, ProcessRows):
+        sharding = NamedSharding(mesh, _rows_spec(mesh, (batch.rows,)))
+        return {k: jax.make_array_from_process_local_data(
+            sharding, np.asarray(v), (batch.rows, *np.shape(v)[1:])) for k, v in batch.items()}
     if isinstance(batch, Mapping):
         shared = set(shared_input_keys(batch)) if "input_ids" in batch else set()
         return {k: (global_array(v, NamedSharding(mesh, P())) if k in shared
