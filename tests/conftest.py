@@ -25,3 +25,20 @@ def tiny_vanilla(tmp_path_factory):
     from tiny_world import finetuned_tiny
 
     return finetuned_tiny(tmp_path_factory)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """After each test module, drop JAX's compiled executables (and `CachedProgram`'s): each
+    loaded CPU executable keeps memory mappings, and a worker that kept every program of half
+    the suite reached the kernel's map limit (vm.max_map_count 65530) and crashed in XLA."""
+    yield
+    import gc
+
+    import jax
+
+    from jaxunlearn.train.programs import clear_program_cache
+
+    jax.clear_caches()
+    clear_program_cache()
+    gc.collect()

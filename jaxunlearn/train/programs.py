@@ -12,7 +12,11 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-_PROGRAMS: dict[tuple, Any] = {}
+# The most recently used compiled programs, at most MAX_PROGRAMS: a sweep reuses a handful,
+# and each loaded executable holds host memory and memory mappings (a process that kept every
+# program of a long session would exhaust the kernel's map limit and crash inside XLA).
+MAX_PROGRAMS = 16
+_PROGRAMS: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
 COMPILES: collections.Counter = collections.Counter()  # XLA compiles per program name
 
 
@@ -56,6 +60,10 @@ class CachedProgram:
         if exe is None:
             exe = _PROGRAMS[key] = lowered.compile()
             COMPILES[self.name] += 1
+            while len(_PROGRAMS) > MAX_PROGRAMS:
+                _PROGRAMS.popitem(last=False)  # the least recently used
+        else:
+            _PROGRAMS.move_to_end(key)
         return exe
 
 
