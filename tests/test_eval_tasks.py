@@ -263,3 +263,23 @@ def test_rotated_classification_circular_accuracy(tiny_vanilla):
     q = qs[0]
     assert [q.rotated(s).answer_text for s in range(4)] == [q.answer_text] * 4
     assert sorted(q.rotated(s).answer for s in range(4)) == list("ABCD")
+
+
+def test_rotated_likelihood_classification_equals_each_rotation_asked_alone(tiny_vanilla):
+    """`circular_likelihood_accuracy` = share of questions whose most likely option is right
+    in every cyclic rotation, each rotation computed here by asking the rotated questions
+    without `rotations`; `likelihood_accuracy` stays the unrotated score."""
+    model, tok, _, pipe = tiny_vanilla
+    qs = [_cls(f"R{i} colour?", "C").rotated(i) for i in range(4)]
+    ev = Evaluator(model, tok, pipe, dataclasses.replace(FAST, likelihood=True, rotations=True))
+    res = TK.run_likelihood_classification(ev, [_profile(qs)], TK.Tag(modality="text"))
+    alone = []
+    for s in range(4):
+        ev1 = Evaluator(model, tok, pipe,
+                        dataclasses.replace(FAST, likelihood=True, rotations=False))
+        one = TK.run_likelihood_classification(ev1, [_profile([q.rotated(s) for q in qs])],
+                                               TK.Tag(modality="text"))
+        alone.append([p["correct"] for p in one.predictions])
+    circular = float(np.mean(np.asarray(alone, bool).all(axis=0)))
+    assert lookup(res.records, metric="circular_likelihood_accuracy") == circular
+    assert lookup(res.records, metric="likelihood_accuracy") == float(np.mean(alone[0]))

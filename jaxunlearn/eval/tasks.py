@@ -289,6 +289,15 @@ def _prediction(rec: Record, q: Question | None, answer: str, **scores: Any) -> 
             "prediction": answer, **scores}
 
 
+def rotations(records: Sequence[Record], qs: Sequence[Question], family: str,
+              cfg: EvalConfig) -> list[tuple[list[Record], list[Question]]]:
+    """The classification questions as asked: unrotated, then (with ``cfg.rotations``) each
+    further cyclic rotation of the options (:func:`rotated_records`)."""
+    shifts = range(1, len(LETTERS)) if cfg.rotations else range(0)
+    return [(list(records), list(qs))] + [rotated_records(records, qs, family, cfg, s)
+                                          for s in shifts]
+
+
 def rotated_records(records: Sequence[Record], qs: Sequence[Question], family: str,
                     cfg: EvalConfig, shift: int) -> tuple[list[Record], list[Question]]:
     """The classification ``records`` asked with their options rotated by ``shift``
@@ -310,11 +319,8 @@ def run_classification(ev: Evaluator, profiles: Sequence[Profile], tag: Tag, *,
     cfg, pipe = ev.settings, ev.task_pipeline
     records, qs = _questions(profiles, pipe, "classification", tag.modality, which, cfg)
     n = len(qs)
-    shifts = range(len(LETTERS)) if cfg.rotations else range(1)
     asked, truth = [], []
-    for s in shifts:
-        recs, rqs = (records, qs) if s == 0 else rotated_records(records, qs, pipe.family,
-                                                                 cfg, s)
+    for recs, rqs in rotations(records, qs, pipe.family, cfg):
         asked += recs
         truth += rqs
     answers = generate_answers(ev.model, ev.tokenizer, asked, pipe,
@@ -364,11 +370,8 @@ def run_likelihood_classification(ev: Evaluator, profiles: Sequence[Profile], ta
     cfg, pipe = ev.settings, ev.task_pipeline
     records, qs = _questions(profiles, pipe, "classification", tag.modality, which, cfg)
     n = len(qs)
-    shifts = range(len(LETTERS)) if cfg.rotations else range(1)
     rows, truth = [], []
-    for s in shifts:
-        recs, rqs = (records, qs) if s == 0 else rotated_records(records, qs, pipe.family,
-                                                                 cfg, s)
+    for recs, rqs in rotations(records, qs, pipe.family, cfg):
         rows += option_records(recs, rqs, cfg.likelihood_target)
         truth += rqs
     logp, _ = answer_logprobs(ev.model, ev.tokenizer, rows, pipe, batch_size=cfg.batch_size,
