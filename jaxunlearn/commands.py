@@ -252,7 +252,7 @@ def unlearn_command(cfg: dict, model_dir: str | None = None) -> Path:
 
     spec = get_method(cfg["method"]["name"])  # fail fast: unknown method, options, train keys
     options = resolve_options(spec, cfg["method"]["options"])
-    train = session.train_config(cfg)
+    train = session.train_config(cfg, trains=spec.trains)
     session.split_pair(cfg)  # fail fast: a forget / retain pair that does not match
     cfg = _with_model(cfg, model_dir)
     check_output(cfg, "unlearn")
@@ -448,10 +448,11 @@ def protocol_command(name: str, cfg: dict, model_dir: str | None = None) -> Path
         if data[key] != DEFAULTS["data"][key]:
             raise ValueError(f"data.{key} is not read by protocol {spec.name}; its splits are "
                              f"protocol.options (see configs/README.md); remove it")
-    train = session.train_config(cfg)  # the method's training; relearn: the attacker's
-    if spec.name != "relearn":
-        from jaxunlearn.methods.base import get_method, resolve_options
+    from jaxunlearn.methods.base import get_method, resolve_options
 
+    trains = spec.name == "relearn" or get_method(cfg["method"]["name"]).trains
+    train = session.train_config(cfg, trains=trains)  # the method's; relearn: the attacker's
+    if spec.name != "relearn":
         resolve_options(get_method(cfg["method"]["name"]), cfg["method"]["options"])
     elif cfg["method"]["options"]:  # relearn attacks an unlearned model; method.name labels it
         raise ValueError("method.options is not read by protocol relearn (it fine-tunes an "

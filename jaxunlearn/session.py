@@ -239,12 +239,17 @@ def unlearn_data(bench: Benchmark, tok: Any, pipe: PipelineConfig, cfg: dict):
                        others=list(bench.profiles) + list(bench.celebrities))
 
 
-def train_config(cfg: dict):
-    """The `train:` section as a validated `TrainConfig`."""
+def train_config(cfg: dict, *, trains: bool = True):
+    """The `train:` section as a validated `TrainConfig`; for a run that trains
+    (`trains`), `train.remat: null` takes the model preset's `remat`."""
+    from jaxunlearn.modeling.presets import load_preset
     from jaxunlearn.train.driver import TrainConfig
     from jaxunlearn.train.typed import build
 
-    return build(TrainConfig, cfg["train"], "train")
+    tcfg = build(TrainConfig, cfg["train"], "train")
+    if trains and tcfg.remat is None:
+        tcfg = dataclasses.replace(tcfg, remat=bool(load_preset(cfg["model"]["preset"])["remat"]))
+    return tcfg
 
 
 def with_batch(pipe: PipelineConfig, batch_size: int) -> PipelineConfig:

@@ -70,3 +70,21 @@ def test_preset_sets_every_published_setting(method, family):
     lcfg = tcfg.lora_config()  # the LoRA settings construct (dropout is supported)
     if tcfg.lora:
         assert (lcfg.rank, lcfg.scale, lcfg.dropout, lcfg.init) == (16, 1.0, 0.05, "gaussian")
+
+
+def test_train_remat_defaults_to_the_model_presets():
+    """`train.remat: null` (the default) takes the model preset's `remat` for a run that
+    trains; a value set in `train:` wins; a method that does not train leaves it unset, so
+    `run_method`'s check of unused train keys still refuses an explicit one."""
+    from jaxunlearn.methods.base import run_method
+
+    def cfg(preset, *extra):
+        return load_config(None, [f"model.preset={preset}", *extra])
+
+    assert session.train_config(cfg("llava-1.5-7b")).remat is True
+    assert session.train_config(cfg("tiny-llava")).remat is False
+    assert session.train_config(cfg("llava-1.5-7b", "train.remat=false")).remat is False
+    assert session.train_config(cfg("llava-1.5-7b"), trains=False).remat is None
+    with pytest.raises(ValueError, match="train.remat has no effect"):
+        run_method("manu", None, None, train=session.train_config(
+            cfg("tiny-llava", "train.remat=true"), trains=False))

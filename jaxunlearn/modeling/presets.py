@@ -1,5 +1,6 @@
-"""Model presets (YAML in `models/`): architecture, checkpoint path, dtypes, remat (read by
-`bench --plan`). Loading the model a preset names is `checkpoint.hf.model_from_preset`."""
+"""Model presets (YAML in `models/`): architecture, checkpoint path, dtypes, remat (the
+default of `train.remat`, and read by `bench --plan`), mesh (the default of `mesh:`).
+Loading the model a preset names is `checkpoint.hf.model_from_preset`."""
 
 from __future__ import annotations
 

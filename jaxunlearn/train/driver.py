@@ -67,7 +67,8 @@ class TrainConfig:
                            "N(0, 1/r^2))", choices=lora_lib.INITS)
     lora_targets: str = field(lora_lib.DEFAULT_TARGETS, "regex over the kernels LoRA adapts")
     seed: int = field(0, "seed of data order, LoRA init and retain subsampling")
-    remat: bool = field(False, "rematerialise activations (less memory, more compute)")
+    remat: bool | None = field(None, "rematerialise activations (less memory, more compute); "
+                               "null: the model preset's `remat`")
     checkpoint_every: int = field(0, "save an orbax checkpoint every N steps (0: at the end)",
                                  low=0)
     keep_checkpoints: int = field(3, "checkpoints kept", low=1)
