@@ -401,7 +401,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from jaxunlearn.host_memory import reuse_freed_host_memory
-    from jaxunlearn.parallel.distributed import DistributedError, initialize
+    from jaxunlearn.parallel.distributed import DistributedError, initialize, mark_finished
 
     try:
         reuse_freed_host_memory()  # CPU runs reuse freed host memory (see host_memory.py)
@@ -416,13 +416,16 @@ def main(argv: list[str] | None = None) -> int:
         from jaxunlearn.checkpoint.atomic import fault_point
 
         fault_point("joined")  # tests: a process lost right after joining the others
-        return int(args.fn(args) or 0)
+        rc = int(args.fn(args) or 0)
+        mark_finished(rc)
+        return rc
     except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
         if args.debug:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         line = " ".join(str(msg).split())  # one line, whatever the message holds
         print(f"error: {line}", file=sys.stderr)
+        mark_finished(2)
         return 2
 
 

@@ -225,7 +225,8 @@ def test_missing_peer_is_a_clear_error_within_the_timeout(world, tmp_path):
 
 
 def test_killed_peer_stops_the_other_and_the_run_resumes(world, finetuned):
-    """Process 1 is killed after step 2; process 0 exits non-zero within the timeout; the
+    """Process 1 is killed after step 2; process 0 stops within the timeout with one error
+    line naming it (`distributed.watch_peers`, exit status 3); the
     same command in one process resumes from the last complete checkpoint of the two and
     ends with the parameters of the uninterrupted run."""
     from jaxunlearn.launch import free_port
@@ -235,13 +236,15 @@ def test_killed_peer_stops_the_other_and_the_run_resumes(world, finetuned):
     args = ["finetune", f"model.checkpoint={world['base']}", *DATA, *TRAIN,
             "train.checkpoint_every=1", f"output.dir={out}", "--distributed-timeout", "8"]
     procs = [_cli(args, i, port, {"JAXUNLEARN_TEST_KILL": "step:2@1"}) for i in range(2)]
-    t_dead = None
+    t_dead, errs = None, []
     for p in procs[::-1]:
-        p.communicate(timeout=240)
+        errs.append(p.communicate(timeout=240)[1])
         t_dead = t_dead or time.perf_counter()
     assert procs[1].returncode == -9
-    assert procs[0].returncode != 0
+    assert procs[0].returncode == 3, errs[1][-2000:]
     assert time.perf_counter() - t_dead < 60
+    lines = [x for x in errs[1].splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "process 1 of 2 stopped responding" in lines[0], errs[1][-2000:]
     assert not out.exists()
     partial = root / ".killed.partial"
     assert (partial / "checkpoints").is_dir()

@@ -10,15 +10,20 @@ it). It reads the launchers' environments:
   SLURM launchers): JAX's own cluster detection (SLURM variables, TPU metadata).
 
 CPU processes exchange data with gloo collectives. A process that cannot reach its peers
-within `timeout` seconds stops with one error line (never runs alone), and a process whose
-peer dies mid-run is stopped by JAX's heartbeat check after about `timeout` seconds.
+within `timeout` seconds stops with one error line (never runs alone). Once joined, every
+process posts a heartbeat to the coordinator's key-value store; a process whose peer stops
+posting for `timeout` seconds (killed, hung), ends with an error, or whose coordinator
+cannot be reached, stops with one error line and exit status 3 (`watch_peers`), before
+JAX's own heartbeat check (which would abort it a little later with a long log).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -90,14 +95,98 @@ def initialize(timeout: float = 300.0) -> bool:
     try:
         # JAX's own deadline comes later: the watchdog's one-line error wins
         jax.distributed.initialize(**kw, initialization_timeout=int(timeout) + 30,
-                                   heartbeat_timeout_seconds=max(int(timeout), 2),
+                                   heartbeat_timeout_seconds=max(int(timeout), 2) + 10,
                                    shutdown_timeout_seconds=max(int(timeout), 2))
     except (RuntimeError, ValueError) as e:
         raise DistributedError(f"{where} could not start: {' '.join(str(e).split())}") from e
     finally:
         done.set()
     _STATE.update(initialized=True, where=where)
+    watch_peers(timeout)
     return True
+
+
+_ALIVE = "jaxunlearn/alive/"
+
+
+def _client():
+    from jax._src import distributed as jax_distributed
+
+    return jax_distributed.global_state.client
+
+
+def watch_peers(timeout: float) -> None:
+    """Post this process's heartbeat to the coordinator every ~`timeout`/8 s and stop the
+    process (one `error:` line, exit status 3) when a peer has posted nothing for `timeout`
+    s, has ended with an error (`mark_finished`), or the coordinator has not answered for
+    `timeout` s. A peer that finished cleanly is no longer watched."""
+    import jax
+
+    client, me, n = _client(), jax.process_index(), jax.process_count()
+    period = max(min(timeout / 8, 1.0), 0.05)
+    seen = {p: ("", time.monotonic()) for p in range(n) if p != me}
+    last_ok = [time.monotonic()]
+
+    def stop(why: str) -> None:
+        if _STATE.get("finished") is not None:  # this process is already on its way out
+            return
+        print(f"error: {_STATE['where']}: {why}; stopped (rerun the same command on every "
+              "host to resume from the last complete checkpoint)", file=sys.stderr, flush=True)
+        os._exit(3)
+
+    def beat() -> None:
+        count = 0
+        while True:
+            count += 1
+            try:
+                client.key_value_set(f"{_ALIVE}{me}", str(count), allow_overwrite=True)
+                now = time.monotonic()
+                for p in list(seen):
+                    try:
+                        value = client.key_value_try_get(f"{_ALIVE}{p}")
+                    except Exception as e:  # not posted yet: counts as silence
+                        if "NOT_FOUND" not in str(e).upper().replace(" ", "_"):
+                            raise
+                        value = ""
+                    if value == "ok":
+                        del seen[p]
+                    elif value.startswith("failed"):
+                        stop(f"process {p} of {n} ended with an error ({value[7:] or 'see its log'})")
+                    elif value != seen[p][0]:
+                        seen[p] = (value, now)
+                    elif now - seen[p][1] > timeout:
+                        stop(f"process {p} of {n} stopped responding (no heartbeat for "
+                             f"{timeout:g} s, --distributed-timeout): it was killed or hangs")
+                last_ok[0] = time.monotonic()
+            except Exception:  # the coordinator (process 0) is gone: the monitor reports it
+                pass
+            time.sleep(period)
+
+    def monitor() -> None:
+        while True:
+            time.sleep(period)
+            if time.monotonic() - last_ok[0] > timeout:
+                stop(f"the coordinator (process 0) has not answered for {timeout:g} s "
+                     "(--distributed-timeout): it was killed or hangs")
+
+    for fn in (beat, monitor):
+        threading.Thread(target=fn, daemon=True, name=f"jaxunlearn-{fn.__name__}").start()
+    atexit.register(lambda: mark_finished(None))
+
+
+def mark_finished(status: int | None) -> None:
+    """Tell the peers how this process ends: 0 = cleanly (no longer watched), anything else
+    (None: an uncaught exception) = with an error (they stop at once instead of waiting)."""
+    if not _STATE["initialized"] or _STATE.get("finished") is not None:
+        return
+    _STATE["finished"] = status
+    try:
+        import jax
+
+        value = "ok" if status == 0 else f"failed: exit status {status}" if status else "failed"
+        _client().key_value_set(f"{_ALIVE}{jax.process_index()}", value, allow_overwrite=True)
+    except Exception:  # the coordinator is gone already: the peers find out by themselves
+        pass
 
 
 def process_count() -> int:
