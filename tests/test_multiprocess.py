@@ -224,6 +224,26 @@ def test_missing_peer_is_a_clear_error_within_the_timeout(world, tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".alone*"))
 
 
+def test_peer_that_fails_stops_the_other_at_once(world, tmp_path):
+    """A host without the data (process 1: `data.dir` missing) stops with its own one-line
+    error; process 0, already computing, stops right after it with one line naming process 1
+    (`distributed.mark_finished` -> `watch_peers`), not after the timeout."""
+    from jaxunlearn.launch import free_port
+
+    port, out = free_port(), tmp_path / "run"
+    args = ["finetune", f"model.checkpoint={world['base']}", *DATA, *TRAIN,
+            f"output.dir={out}", "--distributed-timeout", "60"]
+    t0 = time.perf_counter()
+    procs = [_cli(args, 0, port), _cli([*args, f"data.dir={tmp_path / 'absent'}"], 1, port)]
+    errs = [p.communicate(timeout=240)[1] for p in procs]
+    assert procs[1].returncode == 2 and "absent" in errs[1]
+    assert procs[0].returncode == 3, errs[0][-2000:]
+    assert time.perf_counter() - t0 < 50  # well before the 60 s timeout
+    lines = [x for x in errs[0].splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "process 1 of 2 ended with an error (exit status 2)" in lines[0]
+    assert not out.exists()
+
+
 def test_killed_peer_stops_the_other_and_the_run_resumes(world, finetuned):
     """Process 1 is killed after step 2; process 0 stops within the timeout with one error
     line naming it (`distributed.watch_peers`, exit status 3); the

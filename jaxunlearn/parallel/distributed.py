@@ -127,11 +127,12 @@ def watch_peers(timeout: float) -> None:
     seen = {p: ("", time.monotonic()) for p in range(n) if p != me}
     last_ok = [time.monotonic()]
 
-    def stop(why: str) -> None:
+    resume = "rerun the same command on every host to resume from the last complete checkpoint"
+
+    def stop(why: str, fix: str = resume) -> None:
         if _STATE.get("finished") is not None:  # this process is already on its way out
             return
-        print(f"error: {_STATE['where']}: {why}; stopped (rerun the same command on every "
-              "host to resume from the last complete checkpoint)", file=sys.stderr, flush=True)
+        print(f"error: {_STATE['where']}: {why}; stopped ({fix})", file=sys.stderr, flush=True)
         os._exit(3)
 
     def beat() -> None:
@@ -151,7 +152,9 @@ def watch_peers(timeout: float) -> None:
                     if value == "ok":
                         del seen[p]
                     elif value.startswith("failed"):
-                        stop(f"process {p} of {n} ended with an error ({value[7:] or 'see its log'})")
+                        stop(f"process {p} of {n} ended with an error "
+                             f"({value[len('failed: '):] or 'an uncaught exception'})",
+                             f"fix the error in process {p}'s log, then {resume}")
                     elif value != seen[p][0]:
                         seen[p] = (value, now)
                     elif now - seen[p][1] > timeout:
@@ -176,7 +179,9 @@ def watch_peers(timeout: float) -> None:
 
 def mark_finished(status: int | None) -> None:
     """Tell the peers how this process ends: 0 = cleanly (no longer watched), anything else
-    (None: an uncaught exception) = with an error (they stop at once instead of waiting)."""
+    (None: an uncaught exception) = with an error (they stop at once instead of waiting).
+    A non-zero `status` then ends this process with it (JAX's exit-time shutdown barrier
+    would wait for, and abort on, peers that are stopping too)."""
     if not _STATE["initialized"] or _STATE.get("finished") is not None:
         return
     _STATE["finished"] = status
@@ -187,6 +192,10 @@ def mark_finished(status: int | None) -> None:
         _client().key_value_set(f"{_ALIVE}{jax.process_index()}", value, allow_overwrite=True)
     except Exception:  # the coordinator is gone already: the peers find out by themselves
         pass
+    if status:  # JAX's exit-time shutdown would wait for peers that stop now: leave at once
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(status))
 
 
 def process_count() -> int:
