@@ -180,8 +180,8 @@ def watch_peers(timeout: float) -> None:
 def mark_finished(status: int | None) -> None:
     """Tell the peers how this process ends: 0 = cleanly (no longer watched), anything else
     (None: an uncaught exception) = with an error (they stop at once instead of waiting).
-    A non-zero `status` then ends this process with it (JAX's exit-time shutdown barrier
-    would wait for, and abort on, peers that are stopping too)."""
+    A non-zero `status` then ends this process with it (None: with 1), since JAX's exit-time
+    shutdown barrier would wait for, and abort on, peers that are stopping too."""
     if not _STATE["initialized"] or _STATE.get("finished") is not None:
         return
     _STATE["finished"] = status
@@ -192,10 +192,10 @@ def mark_finished(status: int | None) -> None:
         _client().key_value_set(f"{_ALIVE}{jax.process_index()}", value, allow_overwrite=True)
     except Exception:  # the coordinator is gone already: the peers find out by themselves
         pass
-    if status:  # JAX's exit-time shutdown would wait for peers that stop now: leave at once
+    if status != 0:  # JAX's exit-time shutdown would wait for peers that stop now: leave now
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(int(status))
+        os._exit(1 if status is None else int(status))
 
 
 def process_count() -> int:
