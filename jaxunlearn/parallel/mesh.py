@@ -11,9 +11,10 @@ parameters, optimizer state, reference parameters and batches on it (`place_para
 `place_batch`). With several processes, training batches built with
 `PipelineConfig.rows = process_rows(mesh, batch_size)` hold this process's rows only
 (`ProcessRows`, assembled with `jax.make_array_from_process_local_data`); their entries not
-indexed by row (Qwen-VL patches, OneVision crop slots) are the global batch's, joined from
-every process's images (`LocalUnits`) when placed. Any other host batch is the same global batch in
-every process, each contributing the rows of its own devices (`jax.make_array_from_callback`).
+indexed by row (Qwen-VL patches, OneVision crop slots) are the global batch's, the pixels
+joined from every process's images (`LocalUnits`) when placed. Any other host batch is the
+same global batch in every process, each contributing the rows of its own devices
+(`jax.make_array_from_callback`).
 """
 
 from __future__ import annotations
