@@ -10,11 +10,9 @@ Every command builds one mesh over all global devices from the `mesh:` config se
 parameters, optimizer state, reference parameters and batches on it (`place_params`,
 `place_batch`). With several processes, training batches built with
 `PipelineConfig.rows = process_rows(mesh, batch_size)` hold this process's rows only
-(`ProcessRows`, assembled with `jax.make_array_from_process_local_data`); their entries not
-indexed by row (Qwen-VL patches, OneVision crop slots) are the global batch's, the pixels
-joined from every process's images (`LocalUnits`) when placed. Any other host batch is the
-same global batch in every process, each contributing the rows of its own devices
-(`jax.make_array_from_callback`).
+(`ProcessRows`, assembled with `jax.make_array_from_process_local_data`); any other host
+batch is the same global batch in every process, each contributing the rows of its own
+devices (`jax.make_array_from_callback`).
 """
 
 from __future__ import annotations
@@ -182,18 +180,6 @@ def global_array(value: Any, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
 
 
-class ProcessRows(dict):
-    """A batch holding only this process's rows `[start, stop)` of a global batch of `rows`
-    rows (`data.pipeline.PipelineConfig.rows`): `place_batch` assembles the global arrays
-    from every process's rows (`jax.make_array_from_process_local_data`). Entries not indexed
-    by row (`modeling.model.shared_input_keys`) are whole, the same in every process, but for
-    the image units of Qwen-VL / OneVision batches (`LocalUnits`: this process's images)."""
-
-    def __init__(self, entries: Mapping[str, Any], start: int, stop: int, rows: int):
-        super().__init__(entries)
-        self.start, self.stop, self.rows = start, stop, rows
-
-
 class LocalUnits:
     """This process's image units (Qwen-VL patches, OneVision crops) of a batch-wide entry of
     a `ProcessRows` batch, in place of the global array of `shape` until `place_batch` joins
@@ -249,6 +235,18 @@ class LocalUnits:
                              f"count) do not tile the batch's {self.total} units; every process "
                              "must read its rows of the same global batch")
         return out
+
+
+class ProcessRows(dict):
+    """A batch holding only this process's rows `[start, stop)` of a global batch of `rows`
+    rows (`data.pipeline.PipelineConfig.rows`): `place_batch` assembles the global arrays
+    from every process's rows (`jax.make_array_from_process_local_data`). Entries not indexed
+    by row (`modeling.model.shared_input_keys`) are whole, the same in every process, but for
+    the image units of Qwen-VL / OneVision batches (`LocalUnits`: this process's images)."""
+
+    def __init__(self, entries: Mapping[str, Any], start: int, stop: int, rows: int):
+        super().__init__(entries)
+        self.start, self.stop, self.rows = start, stop, rows
 
 
 def process_rows(mesh: Mesh, batch_size: int) -> tuple[int, int] | None:
