@@ -277,12 +277,12 @@ def _process_batches(records, tok, cfg, splits):
     return got
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_onevision"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "llava_onevision"])
 def test_process_rows_with_batch_wide_image_entries_equal_the_global_batch(bench, tok, family):
-    """Qwen2.5-VL (windowed tower) and OneVision: each process decodes only its rows' images
-    of differently sized images; the entries not indexed by row (patches / crop slots, image
-    grids, M-RoPE positions, window permutations, gather plans) rebuilt from the image sizes
-    and the gathered pixels equal `collate` of the whole batch bit for bit, for 2 and 4
+    """Qwen2-VL, Qwen2.5-VL (windowed tower) and OneVision: each process decodes only its
+    rows' images, of different sizes; the entries not indexed by row (patches / crop slots,
+    image grids, M-RoPE positions, window permutations, gather plans) rebuilt from the image
+    sizes and the gathered pixels equal `collate` of the whole batch bit for bit, for 2 and 4
     processes, a short final batch and a text-only batch."""
     from PIL import Image
 
