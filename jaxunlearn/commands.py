@@ -184,10 +184,10 @@ def finetune_command(cfg: dict) -> Path:
     tok = session.load_tokenizer(cfg, model)
     bench = session.load_benchmark(cfg)
     pipe = session.with_batch(session.pipeline_for(model, cfg), cfg["train"]["batch_size"])
-    if model.family == "llava":  # several processes: each reads its rows of every batch
-        from jaxunlearn.parallel.mesh import current, process_rows
+    # several processes: each reads its rows of every batch
+    from jaxunlearn.parallel.mesh import current, process_rows
 
-        pipe = dataclasses.replace(pipe, rows=process_rows(current(), pipe.batch_size))
+    pipe = dataclasses.replace(pipe, rows=process_rows(current(), pipe.batch_size))
     records = qa_records(bench.profiles, model.family, "train")
     if not records:
         raise ValueError("the benchmark has no training QA (no fictitious profiles); check "

@@ -239,6 +239,106 @@ def test_process_rows_are_the_rows_of_the_global_batches(bench, tok, group: int)
         assert sorted(got[0]) == sorted(batch)
         for k, v in batch.items():
             np.testing.assert_array_equal(np.concatenate([g[k] for g in got]), v, err_msg=k)
-    with pytest.raises(ValueError, match="rows .* is for the llava family"):
-        make_dataset(qa_records(bench.profiles, "qwen2_vl", modality="text"), tok,
-                     dataclasses.replace(CFG, family="qwen2_vl", rows=(0, 2)))
+
+
+def _encoder_of(family: str, tok):
+    """The image encoder of a tiny model of `family` (tests/hf_fixtures.py)."""
+    from hf_fixtures import tiny_family_config
+
+    from jaxunlearn.data.images import encoder_for
+
+    hf = tiny_family_config(family, tok).to_dict()
+    if family == "llava_onevision":
+        from jaxunlearn.modeling.llava_onevision import OneVisionConfig, host_prepare
+
+        return encoder_for(family, OneVisionConfig.from_hf(hf), host_prepare)
+    from jaxunlearn.modeling.qwen_vl import QwenVLConfig, host_prepare
+
+    return encoder_for(family, QwenVLConfig.from_hf(hf), host_prepare)
+
+
+def _process_batches(records, tok, cfg, splits):
+    """`collate_rows` of every process's rows of one global batch, their image units joined
+    (`LocalUnits.join`) by an all-gather faked in this process: every process's blocks
+    stacked in reverse process order (blocks are placed by their spans, not by order)."""
+    from jaxunlearn.data.pipeline import _pad_id, collate_rows
+    from jaxunlearn.parallel.mesh import LocalUnits
+
+    got = [collate_rows(records, tok, dataclasses.replace(cfg, rows=rows), None, _pad_id(tok))
+           for rows in splits]
+    pending = [g["pixel_values"] for g in got if isinstance(g.get("pixel_values"), LocalUnits)]
+    if pending:
+        assert len(pending) == len(got)
+        with pytest.raises(TypeError, match="join every process's first"):
+            np.asarray(pending[0])
+        stacked = jax.tree.map(lambda *xs: np.stack(xs), *[p.sent() for p in pending[::-1]])
+        for g in got:
+            g["pixel_values"] = g["pixel_values"].join(lambda tree: stacked)
+    return got
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "llava_onevision"])
+def test_process_rows_with_batch_wide_image_entries_equal_the_global_batch(bench, tok, family):
+    """Qwen2-VL, Qwen2.5-VL (windowed tower) and OneVision: each process decodes only its
+    rows' images, of different sizes; the entries not indexed by row (patches / crop slots,
+    image grids, M-RoPE positions, window permutations, gather plans) rebuilt from the image
+    sizes and the gathered pixels equal `collate` of the whole batch bit for bit, for 2 and 4
+    processes, a short final batch and a text-only batch."""
+    from PIL import Image
+
+    from jaxunlearn.data.pipeline import _pad_id, collate, encode_record
+    from jaxunlearn.modeling.model import shared_input_keys
+    from jaxunlearn.parallel.mesh import ProcessRows
+
+    cfg = dataclasses.replace(CFG, family=family, images=_encoder_of(family, tok),
+                              max_length=512)
+    sizes = [(32, 32), (48, 32), (40, 72), (32, 32), (64, 40), (24, 56), (56, 56)]  # (w, h)
+    multi = qa_records(bench.profiles, family, modality="multi")[:len(sizes)]
+    for r, size in zip(multi, sizes):
+        r["image"] = Image.open(r["image"]).convert("RGB").resize(size) \
+            if not isinstance(r["image"], Image.Image) else r["image"].resize(size)
+    text = qa_records(bench.profiles, family, modality="text")[:4]
+    units = set()
+    for records in (multi[:4], multi[4:], text):
+        whole = collate([encode_record(r, tok, cfg) for r in records], cfg, _pad_id(tok))
+        shared = set(shared_input_keys(whole))
+        assert shared >= ({"pixel_values"} if records[0]["image"] is not None else set())
+        if records[0]["image"] is not None:
+            units |= {int(cfg.encoder().describe(r["image"])["units"]) for r in records}
+        for splits in (((0, 2), (2, 4)), ((0, 1), (1, 2), (2, 3), (3, 4))):
+            got = _process_batches(records, tok, cfg, splits)
+            assert all(isinstance(g, ProcessRows) and sorted(g) == sorted(whole) for g in got)
+            for k, v in whole.items():
+                if k in shared:  # the whole batch's, in every process
+                    for g in got:
+                        np.testing.assert_array_equal(g[k], v, err_msg=k)
+                else:
+                    np.testing.assert_array_equal(np.concatenate([g[k] for g in got]), v,
+                                                  err_msg=k)
+    assert len(units) > 1  # images of different patch / crop counts
+    # a process's block missing from the gather: one error, not a silently zero image
+    from jaxunlearn.data.pipeline import collate_rows
+
+    half = collate_rows(multi[:4], tok, dataclasses.replace(cfg, rows=(0, 2)), None,
+                        _pad_id(tok))["pixel_values"]
+    with pytest.raises(ValueError, match="do not tile the batch's"):
+        half.join(lambda tree: jax.tree.map(lambda x: x[None], tree))
+
+
+def test_process_rows_of_qwen_through_the_dataset(bench, tok) -> None:
+    """`make_mixed_dataset` with `rows` in one process, placed by `place_batch` (the real
+    all-gather of one process), gives the batches of the dataset without rows."""
+    from jaxunlearn.parallel.mesh import make_mesh
+    from jaxunlearn.parallel.mesh import place_batch as place
+
+    cfg = dataclasses.replace(CFG, family="qwen2_vl", images=_qwen_images(tok))
+    records = qa_records(bench.profiles, "qwen2_vl")[:14]
+    whole = list(make_mixed_dataset(records, tok, cfg))
+    rows = list(make_mixed_dataset(records, tok, dataclasses.replace(cfg, rows=(0, 4))))
+    assert len(rows) == len(whole) and any("pixel_values" in b for b in whole)
+    mesh = make_mesh({"data": 1}, jax.devices()[:1])
+    for a, b in zip(rows, whole):
+        assert sorted(a) == sorted(b)
+        placed = place(a, mesh)
+        for k in b:
+            np.testing.assert_array_equal(np.asarray(placed[k]), b[k], err_msg=k)

@@ -6,7 +6,8 @@ processes; a process that cannot reach its peer, or loses it mid-run, stops non-
 `--distributed-timeout`, and the interrupted run resumes (in one process) from the last
 complete checkpoint written by the two.
 
-One tiny LLaVA (tests/hf_fixtures.py) and one synthetic benchmark serve the whole module.
+One tiny LLaVA (tests/hf_fixtures.py) and one synthetic benchmark serve the whole module; a
+tiny Qwen2.5-VL checks the family whose batches hold the patches of the whole batch.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def world(tmp_path_factory):
     bench = generate_benchmark(SynthConfig(seed=0, n_profiles=10, n_celebrities=4,
                                            image_size=32))
     base = save_tiny_family("llava", root / "base", bench=bench)
-    return {"root": root, "base": base}
+    return {"root": root, "base": base, "bench": bench}
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,36 @@ def test_finetune_two_processes_and_four_devices_equal_one(finetuned):
     # process 0 alone wrote the run: one log, no temporary or second output left behind
     assert len((two / "metrics.jsonl").read_text().splitlines()) == 3
     assert not list(two.parent.glob(".ft2*"))
+
+
+def test_finetune_qwen_two_processes_equal_four_devices(world):
+    """Qwen2.5-VL batches hold the patches of the whole batch (and M-RoPE positions, window
+    permutations): each of 2 processes decodes the images of its rows only, the patches are
+    joined across processes when placed; 3 steps (2 of them multimodal) equal 1 process x 4
+    devices."""
+    from jaxunlearn import session
+    from jaxunlearn.config import load_config
+    from jaxunlearn.data.pipeline import make_mixed_dataset, qa_records
+
+    root = world["root"]
+    base = save_tiny_family("qwen2_5_vl", root / "qwen", bench=world["bench"])
+    args = ["finetune", f"model.checkpoint={base}", *DATA[:-1], *TRAIN]  # no blank_images
+    two = launch([*args, f"output.dir={root / 'q2'}"])
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    four = launch([*args, f"output.dir={root / 'q4'}"], processes=1, devices=4)
+    assert four.returncode == 0, four.stdout[-3000:] + four.stderr[-3000:]
+    l2, l4 = (json.loads((root / d / "finetune_report.json").read_text())["losses"]
+              for d in ("q2", "q4"))
+    assert len(l2) == 3
+    np.testing.assert_allclose(l2, l4, rtol=1e-5)
+    assert_same_params(root / "q2" / "model", root / "q4" / "model")
+    # the steps taken: the first 3 batches of the run's data, images in 2 of them
+    cfg = load_config(None, args[1:])
+    model = session.load_model(cfg)
+    pipe = session.with_batch(session.pipeline_for(model, cfg), 4)
+    ds = make_mixed_dataset(qa_records(session.load_benchmark(cfg).profiles, model.family),
+                            session.load_tokenizer(cfg, model), pipe)
+    assert ["pixel_values" in ds[i] for i in range(3)] == [False, True, True]
 
 
 def test_unlearn_npo_and_manu_two_processes_equal_one(world, finetuned):

@@ -52,6 +52,21 @@ def _rgb(image: Any):
     return load_image(image)
 
 
+def image_size(image: Any) -> tuple[int, int]:
+    """(height, width) of an image (PIL image, path or [H, W, C] array), read from the file's
+    header only: no decoding."""
+    from PIL import Image
+
+    if image is None:
+        raise ValueError("profile has no image; multimodal records need one (check the data dir)")
+    if isinstance(image, np.ndarray):
+        return int(image.shape[0]), int(image.shape[1])
+    if isinstance(image, Image.Image):
+        return image.height, image.width
+    with Image.open(image) as opened:
+        return opened.height, opened.width
+
+
 def _opened(image: Any):
     """A PIL image as given (OneVision composites transparency itself, as HF does)."""
     from PIL import Image
@@ -105,24 +120,38 @@ class QwenImages:
     host_prepare: Callable[[Any, dict], dict]
 
     def num_tokens(self, image: Any) -> int:
-        image = _rgb(image)
-        c = self.config
-        h, w = image.height, image.width
-        if c.do_resize:
-            h, w = qp.smart_resize(h, w, c.factor, c.min_pixels, c.max_pixels)
-        return (h // c.patch_size) * (w // c.patch_size) // c.merge_size ** 2
+        return int(self.describe(image)["num_tokens"])
+
+    def describe(self, image: Any) -> Arrays:
+        """``encode``'s arrays without ``pixel_values``, from the image's size alone (no
+        decoding); ``units``: its patches."""
+        grid = np.asarray(qp.image_grid(*image_size(image), self.config), np.int64)
+        units = int(np.prod(grid))
+        return {"image_grid_thw": grid, "num_tokens": units // self.config.merge_size ** 2,
+                "units": units}
 
     def encode(self, image: Any) -> Arrays:
         patches, grid = qp.preprocess_image(_rgb(image), self.config)
         return {"pixel_values": patches, "image_grid_thw": np.asarray(grid, np.int64),
-                "num_tokens": qp.num_image_tokens(np.asarray(grid), self.config.merge_size)[0]}
+                "num_tokens": qp.num_image_tokens(np.asarray(grid), self.config.merge_size)[0],
+                "units": len(patches)}
+
+    def units(self, item: Arrays) -> np.ndarray:
+        """The image's rows of the prepared ``pixel_values`` (its patches)."""
+        return item["pixel_values"]
 
     def collate(self, items: Sequence[Arrays | None], rows: int) -> Arrays:
         real = [it for it in items if it is not None]
         if not real:
             return {}
-        most = max(len(it["pixel_values"]) for it in real)
-        return {"pixel_values": np.concatenate([it["pixel_values"] for it in real]),
+        most = max(int(it["units"]) for it in real)
+        if all("pixel_values" in it for it in real):
+            pix = np.concatenate([it["pixel_values"] for it in real])
+        else:  # described images: the layout, with zero patches
+            pix = np.broadcast_to(np.zeros(self.model_config.vision.patch_dim, np.float32),
+                                  (sum(int(it["units"]) for it in real),
+                                   self.model_config.vision.patch_dim))
+        return {"pixel_values": pix,
                 "image_grid_thw": np.stack([it["image_grid_thw"] for it in real]),
                 "patch_slots": np.asarray(rows * most, np.int64)}
 
@@ -147,20 +176,31 @@ class OneVisionImages:
     host_prepare: Callable[[Any, dict], dict]
 
     def num_tokens(self, image: Any) -> int:
+        return int(self.describe(image)["num_tokens"])
+
+    def describe(self, image: Any) -> Arrays:
+        """``encode``'s arrays without ``pixel_values``, from the image's size alone (no
+        decoding); ``units``: its crops."""
         from jaxunlearn.modeling.llava_onevision import num_image_tokens
 
-        image = ovp.to_rgb(_opened(image))
-        return num_image_tokens(self.model_config, (image.height, image.width))
+        size = image_size(image)
+        return {"image_sizes": np.asarray(size, np.int64),
+                "num_tokens": num_image_tokens(self.model_config, size),
+                "units": ovp.crop_count(*size, self.config)}
 
     def encode(self, image: Any) -> Arrays:
         from jaxunlearn.modeling.llava_onevision import num_image_tokens
 
         crops, size = ovp.image_crops(_opened(image), self.config)
         return {"pixel_values": crops, "image_sizes": np.asarray(size, np.int64),
-                "num_tokens": num_image_tokens(self.model_config, size)}
+                "num_tokens": num_image_tokens(self.model_config, size), "units": len(crops)}
+
+    def units(self, item: Arrays) -> np.ndarray:
+        """The image's rows of the prepared ``pixel_values`` (its crops)."""
+        return item["pixel_values"]
 
     def slots_per_row(self, items: Sequence[Arrays | None]) -> int:
-        most = max(len(it["pixel_values"]) for it in items if it is not None)
+        most = max(int(it["units"]) for it in items if it is not None)
         cap = max(self.model_config.max_crops, most)
         return min(cap, 1 << (most - 1).bit_length())
 
@@ -168,10 +208,15 @@ class OneVisionImages:
         real = [it for it in items if it is not None]
         if not real:
             return {}
-        most = max(len(it["pixel_values"]) for it in real)
-        pix = np.zeros((len(real), most, *real[0]["pixel_values"].shape[1:]), np.float32)
-        for i, it in enumerate(real):
-            pix[i, :len(it["pixel_values"])] = it["pixel_values"]
+        most = max(int(it["units"]) for it in real)
+        v = self.model_config.vision
+        shape = (len(real), most, v.num_channels, v.image_size, v.image_size)
+        if all("pixel_values" in it for it in real):
+            pix = np.zeros(shape, np.float32)
+            for i, it in enumerate(real):
+                pix[i, :len(it["pixel_values"])] = it["pixel_values"]
+        else:  # described images: the layout, with zero crops
+            pix = np.broadcast_to(np.zeros(shape[2:], np.float32), shape)
         return {"pixel_values": pix, "image_sizes": np.stack([it["image_sizes"] for it in real]),
                 "crop_slots": np.asarray(rows * self.slots_per_row(items), np.int64)}
 

@@ -115,6 +115,19 @@ def _check_size(h: int, w: int, config: OneVisionImageConfig) -> None:
                          "aspect ratio")
 
 
+def crop_count(height: int, width: int, config: OneVisionImageConfig = OneVisionImageConfig(),
+               multi_image: bool = False) -> int:
+    """Crops :func:`image_crops` makes of an image of (height, width), from the size alone
+    (no decoding): the base crop and the grid of the best resolution (1 if multi-image)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"empty image of size {(width, height)}")
+    if multi_image:
+        return 1
+    _check_size(height, width, config)
+    th, tw = select_best_resolution((height, width), config.image_grid_pinpoints)
+    return 1 + -(-th // config.size) * -(-tw // config.size)
+
+
 def image_crops(image: Any, config: OneVisionImageConfig = OneVisionImageConfig(),
                 multi_image: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
     """One image -> (float32 [n_crops, 3, size, size], original (height, width))."""

@@ -24,7 +24,7 @@ longest example, so jitted steps see a few static shapes. A batch is all-multi o
 :func:`make_mixed_dataset` interleaves the two streams. Records are sharded per host
 only when ``PipelineConfig.shard_index`` / ``shard_count`` say so; ``PipelineConfig.rows``
 keeps the global batches but collates only one process's rows of each (``finetune`` under
-several processes, see :mod:`jaxunlearn.parallel.mesh`), and iterators from
+several processes, every family; see :mod:`jaxunlearn.parallel.mesh`), and iterators from
 :func:`make_iterator` support ``get_state()`` / ``set_state()``.
 """
 
@@ -167,7 +167,10 @@ class PipelineConfig:
     # (start, stop): collate only rows [start, stop) of every global batch of `batch_size`
     # rows (`parallel.mesh.process_rows`: this process's rows on the mesh). The text of the
     # whole global batch is tokenised (its padded length and answer width), images are read
-    # and preprocessed for these rows only; batches are `parallel.mesh.ProcessRows`. LLaVA only.
+    # and preprocessed for these rows only; batches are `parallel.mesh.ProcessRows`. Qwen-VL
+    # and OneVision entries not indexed by row are the global batch's: their layout comes from
+    # the image sizes, their pixels are joined from every process's when the batch is placed
+    # (`collate_rows`, `parallel.mesh.place_batch`).
     rows: tuple[int, int] | None = None
 
     def encoder(self) -> ImageEncoder:
@@ -259,12 +262,21 @@ def collate_rows(records: Sequence[Record], tokenizer: Any, config: PipelineConf
                  image_fn: Callable[[Any], np.ndarray] | None, pad_id: int) -> ProcessRows:
     """Rows ``config.rows`` of the global batch of ``records``, equal to the same rows of
     ``collate`` of all of them: text fields from the whole batch's tokens, images of these
-    rows only."""
+    rows only.
+
+    Qwen-VL / OneVision: the entries not indexed by row (``shared_input_keys``) are those of
+    the whole batch. Their layout (image grids, M-RoPE positions, slots, index arrays) is
+    prepared from the sizes of all the batch's images (read from file headers, not decoded).
+    The pixel entry holds this process's images only (``parallel.mesh.LocalUnits``), which
+    ``parallel.mesh.place_batch`` joins with the other processes' (an all-gather)."""
     start, stop = config.rows
     enc = _encoder(config, image_fn)
-    texts = [T.encode_example(tokenizer, config.family, r["prompt"], r["answer"],
-                              enc.num_tokens(r["image"]) if r["image"] is not None else 0)
-             for r in records]
+    described = None if isinstance(enc, ClipImages) else \
+        [None if r["image"] is None else enc.describe(r["image"]) for r in records]
+    counts = [0 if r["image"] is None else enc.num_tokens(r["image"]) if described is None
+              else int(described[i]["num_tokens"]) for i, r in enumerate(records)]
+    texts = [T.encode_example(tokenizer, config.family, r["prompt"], r["answer"], n)
+             for r, n in zip(records, counts)]
     for r, ex in zip(records, texts):
         if len(ex["input_ids"]) > config.max_length:
             raise ValueError(f"example of profile {r.get('profile_id')} has "
@@ -272,6 +284,8 @@ def collate_rows(records: Sequence[Record], tokenizer: Any, config: PipelineConf
                              f"raise PipelineConfig.max_length")
     full = collate(texts, dataclasses.replace(config, blank_images=False, rows=None), pad_id,
                    images=False)
+    if described is not None:
+        return _shared_rows(records, described, full, enc, config)
     batch = {k: v[start:stop] for k, v in full.items()}
     local = [encode_record(r, tokenizer, config, image_fn) for r in records[start:stop]]
     items = [e.get("image") for e in local] + [None] * (stop - start - len(local))
@@ -280,6 +294,38 @@ def collate_rows(records: Sequence[Record], tokenizer: Any, config: PipelineConf
         images = blank_pixel_values(config, stop - start)
     batch.update(images)
     return ProcessRows(enc.prepare(batch), start, stop, config.batch_size)
+
+
+def _shared_rows(records: Sequence[Record], described: list, full: Batch, enc: ImageEncoder,
+                 config: PipelineConfig) -> ProcessRows:
+    """`collate_rows` for batches with entries not indexed by row (Qwen-VL, OneVision)."""
+    from jaxunlearn.modeling.model import shared_input_keys
+    from jaxunlearn.parallel.mesh import LocalUnits
+
+    start, stop, B = *config.rows, config.batch_size
+    layout = enc.collate(described + [None] * (B - len(described)), B)
+    prepared = enc.prepare({**full, **layout})
+    shared = set(shared_input_keys(prepared))
+    batch = {k: v if k in shared else v[start:stop] for k, v in prepared.items()}
+    if layout:  # this process's images decoded; the global patches / crops when placed
+        local = []
+        for r, d in zip(records[start:stop], described[start:stop]):
+            if d is None:
+                continue
+            item = enc.encode(r["image"])
+            if any(not np.array_equal(item[k], v) for k, v in d.items()):
+                raise ValueError(f"image of profile {r.get('profile_id')}: decoded "
+                                 f"{ {k: item[k] for k in d} } but its header said {d}")
+            local.append(enc.units(item))
+        real = [d for d in described if d is not None]
+        target = batch["pixel_values"]
+        block = (np.concatenate(local) if local
+                 else np.zeros((0, *target.shape[1:]), target.dtype))
+        offset = sum(int(d["units"]) for d in described[:start] if d is not None)
+        batch["pixel_values"] = LocalUnits(
+            block, offset, (stop - start) * max(int(d["units"]) for d in real),
+            sum(int(d["units"]) for d in real), target.shape, target.dtype)
+    return ProcessRows(batch, start, stop, B)
 
 
 def blank_pixel_values(config: PipelineConfig, rows: int) -> dict[str, np.ndarray]:
@@ -322,9 +368,6 @@ def make_dataset(records: Sequence[Record], tokenizer: Any, config: PipelineConf
     if config.blank_images and config.family != "llava":
         raise ValueError(f"blank_images is for the llava family (one image per row); "
                          f"turn it off for {config.family!r}")
-    if config.rows is not None and config.family != "llava":
-        raise ValueError(f"PipelineConfig.rows (per-process rows) is for the llava family; "
-                         f"{config.family!r} batches hold the images of the whole batch")
     pad_id = _pad_id(tokenizer)
     records = _shard(records, config)
     if config.group_by_length > 0:

@@ -97,6 +97,21 @@ def _to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return np.asarray(image)
 
 
+def image_grid(height: int, width: int, config: QwenImageConfig = QwenImageConfig()) -> tuple:
+    """(1, grid_h, grid_w) of an image of (height, width): what :func:`preprocess_image` gives
+    it, from the size alone (no decoding)."""
+    if config.do_resize:
+        height, width = smart_resize(height, width, config.factor, config.min_pixels,
+                                     config.max_pixels)
+    factor = config.factor
+    if height < factor or width < factor or height % factor or width % factor:
+        raise ValueError(f"image of size {height}x{width} cannot be cut into {config.patch_size}px "
+                         f"patches merged {config.merge_size}x{config.merge_size}: height and "
+                         f"width must be positive multiples of {factor} (resize it, e.g. with "
+                         "do_resize=True)")
+    return 1, height // config.patch_size, width // config.patch_size
+
+
 def preprocess_image(image: Image.Image | np.ndarray,
                      config: QwenImageConfig = QwenImageConfig()) -> tuple[np.ndarray, tuple]:
     """One image -> (patches [grid_h * grid_w, C*T*P*P] float32, (1, grid_h, grid_w))."""

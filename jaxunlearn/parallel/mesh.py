@@ -17,7 +17,7 @@ devices (`jax.make_array_from_callback`).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -137,16 +137,21 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh | None) -> dict[str, jax.Ar
     each host passes its own slice (the global batch is assembled from all of them).
 
     Entries not indexed by example row (Qwen-VL patches and M-RoPE positions, OneVision crop
-    slots: `modeling.model.shared_input_keys`) are replicated; such batches need one host."""
+    slots: `modeling.model.shared_input_keys`) are replicated. On several hosts such a batch
+    must be a `ProcessRows` (`data.pipeline.PipelineConfig.rows`), whose shared entries are
+    the global batch's: it is placed by `place_batch`."""
     from jaxunlearn.modeling.model import shared_input_keys
 
     if mesh is None:
         return {k: jax.numpy.asarray(v) for k, v in batch.items()}
+    if isinstance(batch, ProcessRows):
+        return place_batch(batch, mesh)
     shared = set(shared_input_keys(batch))
     if shared and jax.process_count() > 1:
         raise ValueError(f"batch entries {sorted(shared)} hold the images of the whole batch "
                          "(Qwen-VL / LLaVA-OneVision), which cannot be assembled from per-host "
-                         "slices; run these families on one host")
+                         "row slices; build the batches with data.pipeline.PipelineConfig.rows "
+                         "(this process's rows, the shared entries joined across processes)")
     out = {}
     for k, v in batch.items():
         v = np.asarray(v)
@@ -175,10 +180,69 @@ def global_array(value: Any, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
 
 
+class LocalUnits:
+    """This process's image units (Qwen-VL patches, OneVision crops) of a batch-wide entry of
+    a `ProcessRows` batch, in place of the global array of `shape` until `place_batch` joins
+    every process's (`join`). `block` holds the units of this process's images, which start
+    at unit `offset` of the global layout (images in row order, `total` real units, zeros
+    after them); it is sent zero-padded to `capacity` units (the same in every process: one
+    static shape). The join is a collective: every process joins the same batches in the
+    same order, in the thread that places them (never in data-loading threads)."""
+
+    def __init__(self, block: np.ndarray, offset: int, capacity: int, total: int,
+                 shape: tuple, dtype: Any):
+        if len(block) > capacity:
+            raise ValueError(f"this process's {len(block)} image units exceed the capacity "
+                             f"{capacity} of one process's block")
+        self.block, self.offset, self.capacity, self.total = block, offset, capacity, total
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("this batch entry holds this process's image units only; join every "
+                        "process's first (parallel.mesh.place_batch)")
+
+    def sent(self) -> dict[str, np.ndarray]:
+        """What this process contributes to the gather."""
+        padded = np.zeros((self.capacity, *self.shape[1:]), self.dtype)
+        padded[:len(self.block)] = self.block
+        return {"units": padded, "span": np.asarray([self.offset, len(self.block)], np.int64)}
+
+    def join(self, gather: Callable[[Any], Any] | None = None) -> np.ndarray:
+        """The global array: every process's `sent()` joined by `gather` (default
+        `jax.experimental.multihost_utils.process_allgather`: stacked [processes, ...]), each
+        block placed by its span. The blocks must tile units [0, total) exactly."""
+        if gather is None:
+            from jax.experimental.multihost_utils import process_allgather as gather
+        got = gather(self.sent())
+        spans = np.asarray(got["span"]).reshape(-1, 2)
+        out = np.zeros(self.shape, self.dtype)
+        end = 0
+        for (start, count), units in sorted(zip(spans.tolist(), np.asarray(got["units"])),
+                                            key=lambda su: su[0][0]):
+            if not count:
+                continue
+            if start != end:  # a gap or an overlap
+                end = -1
+                break
+            out[start:start + count] = units[:count]
+            end += count
+        if end != self.total:
+            raise ValueError(f"the processes' image units {sorted(spans.tolist())} (offset, "
+                             f"count) do not tile the batch's {self.total} units; every process "
+                             "must read its rows of the same global batch")
+        return out
+
+
 class ProcessRows(dict):
     """A batch holding only this process's rows `[start, stop)` of a global batch of `rows`
     rows (`data.pipeline.PipelineConfig.rows`): `place_batch` assembles the global arrays
-    from every process's rows (`jax.make_array_from_process_local_data`)."""
+    from every process's rows (`jax.make_array_from_process_local_data`). Entries not indexed
+    by row (`modeling.model.shared_input_keys`) are whole, the same in every process, but for
+    the image units of Qwen-VL / OneVision batches (`LocalUnits`: this process's images)."""
 
     def __init__(self, entries: Mapping[str, Any], start: int, stop: int, rows: int):
         super().__init__(entries)
@@ -204,13 +268,18 @@ def process_rows(mesh: Mesh, batch_size: int) -> tuple[int, int] | None:
 def place_batch(batch: Any, mesh: Mesh) -> Any:
     """A (nested) host batch on `mesh`: example rows over ('data', 'fsdp') (replicated when
     they do not divide), entries not indexed by row (`shared_input_keys`) replicated. A
-    `ProcessRows` batch holds this process's rows only; every process passes its own."""
+    `ProcessRows` batch holds this process's rows only (and the whole shared entries, their
+    `LocalUnits` joined here: a collective); every process passes its own."""
     from jaxunlearn.modeling.model import shared_input_keys
 
     if isinstance(batch, ProcessRows):
         sharding = NamedSharding(mesh, _rows_spec(mesh, (batch.rows,)))
-        return {k: jax.make_array_from_process_local_data(
-            sharding, np.asarray(v), (batch.rows, *np.shape(v)[1:])) for k, v in batch.items()}
+        shared = set(shared_input_keys(batch)) if "input_ids" in batch else set()
+        entries = {k: v.join() if isinstance(v, LocalUnits) else v for k, v in batch.items()}
+        return {k: (global_array(v, NamedSharding(mesh, P())) if k in shared
+                    else jax.make_array_from_process_local_data(
+                        sharding, np.asarray(v), (batch.rows, *np.shape(v)[1:])))
+                for k, v in entries.items()}
     if isinstance(batch, Mapping):
         shared = set(shared_input_keys(batch)) if "input_ids" in batch else set()
         return {k: (global_array(v, NamedSharding(mesh, P())) if k in shared
