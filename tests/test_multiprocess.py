@@ -134,11 +134,11 @@ def test_unlearn_npo_and_manu_two_processes_equal_one(world, finetuned):
     np.testing.assert_allclose(r2, r1, rtol=1e-5)
     m2, m1 = (np.load(root / f"manu{i}" / "neuron_masks.npz") for i in (2, 1))
     assert sorted(m2.files) == sorted(m1.files) and m1.files
-    for k in m1.files:  # masks identical; scores from sums combined across devices
-        if k.startswith("mask/"):
+    for k in m1.files:  # masks identical; scores (ratios of sums combined across devices)
+        if k.startswith("mask/"):  # equal up to the order of floating-point sums
             np.testing.assert_array_equal(m2[k], m1[k])
         else:
-            np.testing.assert_allclose(m2[k], m1[k], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(m2[k], m1[k], rtol=1e-4, atol=1e-5 * np.abs(m1[k]).max())
     # each statistics pass (forget / retain x multi / text) read half of every batch in each
     # process: the statistics were computed once, across the processes
     assert_read_share(two.stdout, passes=4)

@@ -189,8 +189,9 @@ def neuron_stats(model, batches: Iterable[Mapping[str, Any]], *, site: str = "po
                  progress: bool = True, desc: str = "neuron stats",
                  total: int | None = None) -> Stats:
     """Accumulate the sufficient statistics of every MLP neuron over `batches` (numpy batches
-    from `jaxunlearn.data.pipeline`). With `mesh`, parameters and batches are sharded on it
-    (the batch size must divide the data axes). Returns {group: {stat: numpy array}}."""
+    from `jaxunlearn.data.pipeline`). With `mesh` (default: `parallel.mesh.stats_mesh()`),
+    parameters are placed by the logical-axis rules and batch rows split over ('data',
+    'fsdp') (replicated when they do not divide). Returns {group: {stat: numpy array}}."""
     return neuron_stats_multi(model, batches, [(site, token_scope, tau)], mesh=mesh,
                               params=params, progress=progress, desc=desc, total=total)[0]
 
