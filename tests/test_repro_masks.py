@@ -76,7 +76,7 @@ def world():
 
 def _fake_fisher(values: list[tuple[float, int]], calls: list):
     """empirical_fisher stand-in: call i returns `values[i]` (fill, batches) for every key."""
-    def fake(graphdef, params, batches, keys, *, dtype=None, split_inputs=None):
+    def fake(graphdef, params, batches, keys, *, dtype=None, split_inputs=None, **kw):
         fill, n = values[len(calls)]
         calls.append({"keys": list(keys), "params": params, "split": split_inputs})
         sums = {k: np.full(np.shape(params[k]), fill * n, np.float64) for k in keys}

@@ -86,9 +86,17 @@ class UnlearnData:
 
     def dataset(self, records: list[dict], *, seed: int = 0, batch_size: int | None = None,
                 shuffle: bool = True):
-        """A grain dataset of batches (one modality per batch) for `records`."""
+        """A grain dataset of batches (one modality per batch) for `records`. With several
+        processes on the command's mesh, each process reads and preprocesses only its rows
+        of every global batch (`parallel.mesh.dataset_rows`: `ProcessRows` batches, which
+        `driver.fit` and the statistics assemble into global arrays)."""
+        from jaxunlearn.parallel.mesh import dataset_rows
+
+        size = batch_size or self.pipeline.batch_size
+        # Qwen-VL / OneVision batch their images per batch: whole batches in every process
+        rows = dataset_rows(size) if self.pipeline.family == "llava" else None
         cfg = dataclasses.replace(self.pipeline, seed=seed, shuffle=shuffle, num_epochs=1,
-                                  batch_size=batch_size or self.pipeline.batch_size)
+                                  batch_size=size, rows=rows)
         modalities = {r["image"] is not None for r in records}
         if len(modalities) == 1:
             return make_dataset(records, self.tokenizer, cfg)

@@ -34,6 +34,7 @@ from jaxunlearn.data.pipeline import paired_dataset
 from jaxunlearn.methods.base import MethodResult, TrainingOptions, UnlearnData, run_method
 from jaxunlearn.modeling.model import forward_logits, model_inputs
 from jaxunlearn.objectives.gradient import LABEL_SCOPES
+from jaxunlearn.parallel.mesh import same_rows
 from jaxunlearn.train.driver import DROPOUT_KEY, LossFn, Setup, TrainConfig, fit, make_setup
 from jaxunlearn.train.typed import field
 
@@ -155,7 +156,7 @@ def paired(data: UnlearnData, forget: list[dict], retain: list[dict], tcfg: Trai
 def flagged(batch: dict, key: str, value: float) -> dict:
     """`batch` with a per-row flag `key` (so one compiled step can serve two phases)."""
     rows = batch["input_ids"].shape[0]
-    return {**batch, key: np.full((rows,), value, np.float32)}
+    return same_rows(batch, {**batch, key: np.full((rows,), value, np.float32)})
 
 
 def fit_method(setup: Setup, tcfg: TrainConfig, losses: Mapping[str, LossFn],

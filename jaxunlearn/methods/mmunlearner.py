@@ -111,11 +111,12 @@ def saliency_masks(model, data: UnlearnData, keys: list[str], opts: MMUnlearnerO
             prev = np.concatenate([np.zeros_like(am[:, :1]), am[:, :-1]], axis=1)
             return model_inputs(b), {"input_ids": b["input_ids"], "loss_mask": am * prev * rows}
 
-    def fisher(recs, ks):
-        return F.empirical_fisher(gd, p, batches(recs), ks, dtype=dt, split_inputs=split)
+    def fisher(recs, ks, desc):
+        return F.empirical_fisher(gd, p, batches(recs), ks, dtype=dt, split_inputs=split,
+                                  logical_axes=model.logical_axes, desc=f"fisher {desc}")
 
-    f_f = fisher(common.records(data, "forget", opts, tcfg), keys)
-    f_r = fisher(common.records(data, "retain", opts, tcfg), keys)
+    f_f = fisher(common.records(data, "forget", opts, tcfg), keys, "forget")
+    f_r = fisher(common.records(data, "retain", opts, tcfg), keys, "retain")
     lang = [k for k in keys if _is_language(k)]
     vis = [k for k in keys if not _is_language(k)]
     mask: dict[str, np.ndarray] = {}
@@ -132,7 +133,7 @@ def saliency_masks(model, data: UnlearnData, keys: list[str], opts: MMUnlearnerO
     if lang:
         text = [r for which in ("forget", "retain", "others")
                 if getattr(data, which) for r in data.records(which, "text")]
-        f_t = (fisher(text, lang) if text else F.Fisher({k: 0.0 for k in lang}, 0))
+        f_t = (fisher(text, lang, "text") if text else F.Fisher({k: 0.0 for k in lang}, 0))
         union = F.Fisher({k: f_r.sums[k] for k in lang}, f_r.batches) + f_t
         mask.update(ratio_mask({k: f_f.sums[k] / f_f.batches for k in lang}, union.mean()))
     return mask

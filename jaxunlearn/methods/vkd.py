@@ -114,9 +114,11 @@ def fisher_mask(model, data: UnlearnData, keys: list[str], opts: VKDOptions, tcf
         return common.stream(data, common.records(data, which, opts, tcfg, modality), tcfg, 0)
 
     f_f = F.empirical_fisher(model.graphdef, params, batches("forget", "multi"), keys,
-                             dtype=model.compute_dtype)
+                             dtype=model.compute_dtype, logical_axes=model.logical_axes,
+                             desc="fisher forget/multi")
     f_r = F.empirical_fisher(model.graphdef, params, batches("retain", "multi"), keys,
-                             dtype=model.compute_dtype)
+                             dtype=model.compute_dtype, logical_axes=model.logical_axes,
+                             desc="fisher retain/multi")
     return F.saliency_mask(f_f.mean(), f_r.mean(), opts.fisher_threshold, opts.eps)
 
 

@@ -8,8 +8,9 @@ Batches are split over ('data', 'fsdp') on their leading axis.
 Every command builds one mesh over all global devices from the `mesh:` config section
 (`session.command_mesh`) and makes it current (`set_current`); the training driver places
 parameters, optimizer state, reference parameters and batches on it (`place_params`,
-`place_batch`). With several processes, training batches built with
-`PipelineConfig.rows = process_rows(mesh, batch_size)` hold this process's rows only
+`place_batch`); with several processes the statistics run on it too (`stats_mesh`). With
+several processes, the batches of `finetune` and of every `unlearn` method's dataset, built
+with `PipelineConfig.rows = process_rows(mesh, batch_size)`, hold this process's rows only
 (`ProcessRows`, assembled with `jax.make_array_from_process_local_data`); any other host
 batch is the same global batch in every process, each contributing the rows of its own
 devices (`jax.make_array_from_callback`).
@@ -247,6 +248,59 @@ class ProcessRows(dict):
     def __init__(self, entries: Mapping[str, Any], start: int, stop: int, rows: int):
         super().__init__(entries)
         self.start, self.stop, self.rows = start, stop, rows
+
+
+def same_rows(batch: Mapping[str, Any], entries: Mapping[str, Any]) -> dict:
+    """`entries` (derived from `batch`, row for row) as the same kind of batch: this
+    process's rows of the same global batch when `batch` is a `ProcessRows`."""
+    if isinstance(batch, ProcessRows):
+        return ProcessRows(entries, batch.start, batch.stop, batch.rows)
+    return dict(entries)
+
+
+def batch_rows(batch: Mapping[str, Any]) -> tuple[int, int]:
+    """(rows this process read, rows of the global batch) of a host batch."""
+    local = int(np.shape(batch["input_ids"])[0])
+    return local, batch.rows if isinstance(batch, ProcessRows) else local
+
+
+class RowCount:
+    """Rows of the global batches this process read during one pass over a dataset: what a
+    statistics pass logs with several processes (each process reads its share only)."""
+
+    def __init__(self) -> None:
+        self.local = self.total = self.batches = 0
+
+    def add(self, batch: Mapping[str, Any]) -> None:
+        local, total = batch_rows(batch)
+        self.local, self.total, self.batches = (self.local + local, self.total + total,
+                                                self.batches + 1)
+
+    def log(self, name: str) -> None:
+        """One stderr line `stats NAME: read R of G rows (B batches) in process i of N`
+        (several processes only)."""
+        import sys
+
+        if jax.process_count() > 1:
+            print(f"stats {name.removeprefix('stats ')}: read {self.local} of {self.total} "
+                  f"rows ({self.batches} batches) in process {jax.process_index()} of {jax.process_count()}",
+                  file=sys.stderr, flush=True)
+
+
+def stats_mesh(mesh: Mesh | None = None) -> Mesh | None:
+    """The mesh a statistics pass runs on: `mesh` when given; else, with several processes,
+    the command's mesh (`current()`: one SPMD computation over the global batch, each process
+    reading its rows); else None (one device, as a single process computes them)."""
+    if mesh is not None or jax.process_count() == 1:
+        return mesh
+    return current()
+
+
+def dataset_rows(batch_size: int) -> tuple[int, int] | None:
+    """`PipelineConfig.rows` for a dataset of global batches of `batch_size` rows: this
+    process's rows on the command's mesh (several processes), else None (whole batches)."""
+    mesh = current()
+    return None if mesh is None else process_rows(mesh, batch_size)
 
 
 def process_rows(mesh: Mesh, batch_size: int) -> tuple[int, int] | None:

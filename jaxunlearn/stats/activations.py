@@ -189,8 +189,9 @@ def neuron_stats(model, batches: Iterable[Mapping[str, Any]], *, site: str = "po
                  progress: bool = True, desc: str = "neuron stats",
                  total: int | None = None) -> Stats:
     """Accumulate the sufficient statistics of every MLP neuron over `batches` (numpy batches
-    from `jaxunlearn.data.pipeline`). With `mesh`, parameters and batches are sharded on it
-    (the batch size must divide the data axes). Returns {group: {stat: numpy array}}."""
+    from `jaxunlearn.data.pipeline`). With `mesh` (default: `parallel.mesh.stats_mesh()`),
+    parameters are placed by the logical-axis rules and batch rows split over ('data',
+    'fsdp') (replicated when they do not divide). Returns {group: {stat: numpy array}}."""
     return neuron_stats_multi(model, batches, [(site, token_scope, tau)], mesh=mesh,
                               params=params, progress=progress, desc=desc, total=total)[0]
 
@@ -198,35 +199,46 @@ def neuron_stats(model, batches: Iterable[Mapping[str, Any]], *, site: str = "po
 def neuron_stats_multi(model, batches: Iterable[Mapping[str, Any]], variants: list[Variant], *,
                        mesh=None, params=None, progress: bool = True,
                        desc: str = "neuron stats", total: int | None = None) -> list[Stats]:
-    """`neuron_stats` for several (site, token_scope, tau) variants in one pass over the data."""
+    """`neuron_stats` for several (site, token_scope, tau) variants in one pass over the data.
+
+    `mesh` defaults to `parallel.mesh.stats_mesh()`: with several processes the command's
+    mesh, where the pass is one SPMD computation over the global batches (each process
+    passes its rows, `ProcessRows`, and reads the combined sums); else one device."""
     from tqdm.auto import tqdm
 
+    from jaxunlearn.parallel import distributed
     from jaxunlearn.parallel import mesh as mesh_lib
 
+    mesh = mesh_lib.stats_mesh(mesh)
     params = model.params if params is None else params
     shapes = group_shapes(params)
     image_token_id = getattr(model.config, "image_token_id", None)
     if mesh is not None:
-        params = mesh_lib.shard_params(params, model.logical_axes, mesh)
+        params = mesh_lib.place_params(params, model.logical_axes, mesh)
     step = make_stats_step(model.graphdef, shapes, tuple(tuple(v) for v in variants),
                            image_token_id=image_token_id, dtype=model.compute_dtype, mesh=mesh)
 
     def fresh():
-        acc = jax.tree.map(jnp.asarray, zero_stats(shapes))
+        acc = zero_stats(shapes)
         if mesh is None:
-            return acc
-        return {g: {k: jax.device_put(v, NamedSharding(
+            return jax.tree.map(jnp.asarray, acc)
+        return {g: {k: mesh_lib.global_array(v, NamedSharding(
             mesh, mesh_lib.logical_to_spec((None, "mlp")[: v.ndim], v.shape, mesh)))
             for k, v in d.items()} for g, d in acc.items()}
 
     accs = [fresh() for _ in variants]
     if total is None and hasattr(batches, "__len__"):
         total = len(batches)
+    count = mesh_lib.RowCount()
     for batch in tqdm(batches, desc=desc, total=total, disable=not progress, leave=False):
-        keep = {k: v for k, v in batch.items()
-                if k in _BATCH_KEYS or k in _model_keys(batch)}
-        accs = step(params, accs, mesh_lib.shard_batch(keep, mesh))
-    return [jax.tree.map(lambda x: np.asarray(jax.device_get(x)), a) for a in accs]
+        count.add(batch)
+        keep = mesh_lib.same_rows(batch, {k: v for k, v in batch.items()
+                                          if k in _BATCH_KEYS or k in _model_keys(batch)})
+        placed = (mesh_lib.place_batch(keep, mesh) if mesh is not None
+                  else mesh_lib.shard_batch(keep, None))
+        accs = step(params, accs, placed)
+    count.log(desc)
+    return [distributed.to_host(a) for a in accs]
 
 
 def _model_keys(batch: Mapping[str, Any]) -> set[str]:

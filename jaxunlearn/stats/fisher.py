@@ -49,12 +49,21 @@ def _accumulate(acc: dict, selected: dict, rest: dict, inputs: dict, targets: di
 
 def empirical_fisher(graphdef: Any, params: Mapping[str, jax.Array], batches: Iterable[dict],
                      keys: Sequence[str] | None = None, *, dtype: Any = None,
-                     split_inputs=None) -> Fisher:
+                     split_inputs=None, mesh=None,
+                     logical_axes: Mapping[str, tuple] | None = None,
+                     desc: str = "fisher") -> Fisher:
     """Fisher diagonal of the answer NLL over `batches` for `params[keys]` (default: all).
 
-    `split_inputs(batch) -> (model inputs, loss targets)`; default: the finetune split."""
+    `split_inputs(batch) -> (model inputs, loss targets)`; default: the finetune split.
+    `mesh` defaults to `parallel.mesh.stats_mesh()`: with several processes each batch's
+    gradient is one SPMD computation over the global batch on the command's mesh
+    (parameters placed by `logical_axes`, each process passing its rows), and the sums are
+    returned as host arrays in every process."""
     from jaxunlearn.modeling.model import model_inputs
+    from jaxunlearn.parallel import distributed
+    from jaxunlearn.parallel import mesh as mesh_lib
 
+    mesh = mesh_lib.stats_mesh(mesh)
     keys = sorted(params) if keys is None else sorted(keys)
     unknown = [k for k in keys if k not in params]
     if unknown:
@@ -62,16 +71,26 @@ def empirical_fisher(graphdef: Any, params: Mapping[str, jax.Array], batches: It
     selected = {k: params[k] for k in keys}
     rest = {k: v for k, v in params.items() if k not in selected}
     acc = {k: jnp.zeros(v.shape, jnp.float32) for k, v in selected.items()}
+    if mesh is not None:
+        axes = logical_axes or {}
+        selected, rest, acc = (mesh_lib.place_params(t, axes, mesh)
+                               for t in (selected, rest, acc))
     split = split_inputs or (lambda b: (model_inputs(b), {"input_ids": b["input_ids"],
                                                           "loss_mask": b["loss_mask"]}))
     n = 0
+    count = mesh_lib.RowCount()
     for batch in batches:
+        count.add(batch)
         inputs, targets = split(batch)
+        if mesh is not None:
+            inputs, targets = (mesh_lib.place_batch(mesh_lib.same_rows(batch, t), mesh)
+                               for t in (inputs, targets))
         acc = _accumulate(acc, selected, rest, inputs, targets, graphdef, dtype)
         n += 1
     if n == 0:
         raise ValueError("empirical_fisher got no batches; check the dataset")
-    return Fisher(acc, n)
+    count.log(desc)
+    return Fisher(acc if mesh is None else distributed.to_host(acc), n)
 
 
 def saliency_mask(f_forget: Mapping[str, jax.Array], f_retain: Mapping[str, jax.Array],

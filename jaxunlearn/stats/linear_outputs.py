@@ -149,25 +149,39 @@ def chunk_means(per_batch: list[tuple[dict, float]], chunk: int = 10) -> dict[st
 
 
 def tower_stats(model, batches: Iterable[Mapping[str, Any]], group: str, *, tau: float = 0.1,
-                chunk: int = 10, progress: bool = True,
-                desc: str = "linear outputs") -> dict[str, dict[str, np.ndarray]]:
+                chunk: int = 10, progress: bool = True, desc: str = "linear outputs",
+                mesh=None) -> dict[str, dict[str, np.ndarray]]:
     """{linear name: {abs, freq, var, rms: float32 [C]}} of `group`'s MLP Linear outputs over
-    `batches` (numpy batches of `jaxunlearn.data.pipeline`, in order)."""
+    `batches` (numpy batches of `jaxunlearn.data.pipeline`, in order).
+
+    `mesh` defaults to `parallel.mesh.stats_mesh()`: with several processes each batch is one
+    SPMD computation over the global batch on the command's mesh (each process passes its
+    rows); the per-batch [C] sums are read in every process."""
     from tqdm.auto import tqdm
 
+    from jaxunlearn.parallel import distributed
+    from jaxunlearn.parallel import mesh as mesh_lib
+
+    mesh = mesh_lib.stats_mesh(mesh)
     params = model.params
     names = linear_names(params, group)
     layers = len(mlp_layout(params)[group])
     step = make_step(model.graphdef, group, names, layers, tau,
                      image_token_id=getattr(model.config, "image_token_id", None),
                      dtype=model.compute_dtype)
+    if mesh is not None:
+        params = mesh_lib.place_params(params, model.logical_axes, mesh)
     per_batch = []
+    count = mesh_lib.RowCount()
     for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
-        keep = {k: v for k, v in batch.items() if k in _BATCH_KEYS or k in _model_keys(batch)}
-        out = step(params, keep)
+        count.add(batch)
+        keep = mesh_lib.same_rows(batch, {k: v for k, v in batch.items()
+                                          if k in _BATCH_KEYS or k in _model_keys(batch)})
+        out = step(params, keep if mesh is None else mesh_lib.place_batch(keep, mesh))
         if out is None:
             continue
-        stats, count = jax.device_get(out)
+        stats, count_ = distributed.to_host(out)
         per_batch.append(({n: {k: np.asarray(v, np.float32) for k, v in s.items()}
-                           for n, s in stats.items()}, float(count)))
+                           for n, s in stats.items()}, float(count_)))
+    count.log(f"{group} {desc}")
     return chunk_means(per_batch, chunk)
