@@ -93,10 +93,8 @@ class UnlearnData:
         from jaxunlearn.parallel.mesh import dataset_rows
 
         size = batch_size or self.pipeline.batch_size
-        # Qwen-VL / OneVision batch their images per batch: whole batches in every process
-        rows = dataset_rows(size) if self.pipeline.family == "llava" else None
         cfg = dataclasses.replace(self.pipeline, seed=seed, shuffle=shuffle, num_epochs=1,
-                                  batch_size=size, rows=rows)
+                                  batch_size=size, rows=dataset_rows(size))
         modalities = {r["image"] is not None for r in records}
         if len(modalities) == 1:
             return make_dataset(records, self.tokenizer, cfg)
