@@ -124,7 +124,8 @@ def test_finetune_qwen_two_processes_equal_four_devices(world):
     """Qwen2.5-VL batches hold the patches of the whole batch (and M-RoPE positions, window
     permutations): each of 2 processes decodes the images of its rows only, the patches are
     joined across processes when placed; 3 steps (2 of them multimodal) equal 1 process x 4
-    devices."""
+    devices. Then `unlearn --method manu` on the result: statistics across the 2 processes,
+    each reading half of every batch, give the masks of one process."""
     from jaxunlearn import session
     from jaxunlearn.config import load_config
     from jaxunlearn.data.pipeline import make_mixed_dataset, qa_records
@@ -148,6 +149,17 @@ def test_finetune_qwen_two_processes_equal_four_devices(world):
     ds = make_mixed_dataset(qa_records(session.load_benchmark(cfg).profiles, model.family),
                             session.load_tokenizer(cfg, model), pipe)
     assert ["pixel_values" in ds[i] for i in range(3)] == [False, True, True]
+    # unlearn on Qwen2.5-VL: MANU's statistics across the 2 processes, rows split, patches
+    # joined; the same masks as one process
+    un = ["unlearn", "--method", "manu", "--model", str(root / "q4" / "model"), *DATA[:-1]]
+    two = launch([*un, f"output.dir={root / 'qm2'}"])
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert main([*un, f"output.dir={root / 'qm1'}"]) == 0
+    m2, m1 = (np.load(root / d / "neuron_masks.npz") for d in ("qm2", "qm1"))
+    assert sorted(m2.files) == sorted(m1.files) and m1.files
+    for k in (k for k in m1.files if k.startswith("mask/")):
+        np.testing.assert_array_equal(m2[k], m1[k])
+    assert_read_share(two.stdout, passes=4)
 
 
 def test_unlearn_npo_and_manu_two_processes_equal_one(world, finetuned):
