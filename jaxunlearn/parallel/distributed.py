@@ -16,9 +16,11 @@ peer dies mid-run is stopped by JAX's heartbeat check after about `timeout` seco
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -121,6 +123,35 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def from_primary(fn: Callable[[], Any]) -> Any:
+    """`fn()` computed by process 0 alone and its result (JSON-serialisable) sent to every
+    process, e.g. judge scores: each item is judged once, not once per process. With one
+    process it is `fn()`. When `fn` raises in process 0, every process raises."""
+    import jax
+
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+
+    payload, error = b"", None
+    if is_primary():
+        try:
+            payload = json.dumps({"value": fn()}).encode("utf-8")
+        except Exception as e:  # every process must still reach the broadcasts below
+            error = e
+            payload = json.dumps({"error": f"{type(e).__name__}: {e}"}).encode("utf-8")
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(len(payload))))
+    buf = np.zeros(size, np.uint8)
+    if is_primary():
+        buf[:] = np.frombuffer(payload, np.uint8)
+    got = json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buf))).decode("utf-8"))
+    if "error" in got:
+        if error is not None:
+            raise error
+        raise RuntimeError(f"process 0 failed: {got['error']}")
+    return got["value"]
 
 
 def to_host(tree: Any) -> Any:
