@@ -211,6 +211,27 @@ def test_evaluate_two_processes_same_report(world, finetuned, judge_server, monk
             assert mine and all(": rows 2 of 4 per batch" in x for x in mine), (proc, task, mine)
 
 
+def test_protocol_two_processes_same_report(world, finetuned):
+    """`protocol smllmun` (the prompting baseline: the model before and after, generation on
+    training and understanding QA) with 2 processes x 2 devices writes the report of 1
+    process, with every generation split between the processes."""
+    model, root = finetuned[1] / "model", world["root"]
+    args = ["protocol", "smllmun", "--model", str(model), *DATA, "eval.batch_size=4",
+            "eval.bucket_size=256", "eval.progress=false", "eval.generation_tokens=2",
+            "method.name=prompting", "protocol.options.max_profiles=1"]
+    two = launch([*args, f"output.dir={root / 'pr2'}"])
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert main([*args, f"output.dir={root / 'pr1'}"]) == 0
+    rec2 = json.loads((root / "pr2" / "report.json").read_text())["records"]
+    rec1 = json.loads((root / "pr1" / "report.json").read_text())["records"]
+    assert {r["step"] for r in rec1} == {0, 1} and rec2 == rec1
+    logged = [x for x in two.stdout.splitlines() if "per batch in this process" in x]
+    assert {x[:3] for x in logged} == {"[0]", "[1]"}
+    assert all(": rows 2 of 4 per batch" in x for x in logged)
+    assert sorted(p.name for p in (root / "pr2").iterdir()) == sorted(
+        p.name for p in (root / "pr1").iterdir())
+
+
 SPECS = r"""
 import json, sys
 from jaxunlearn.parallel import distributed, mesh as M

@@ -5,7 +5,8 @@ by padded length (the pipeline's buckets) and batched with a fixed batch size, l
 so a whole evaluation compiles only a few shapes: one per (modality, length bucket) for
 generation (:func:`jaxunlearn.generate`, greedy, jitted KV-cache decoding) and for the
 likelihood forward. Short final batches are filled with copies of their last row, whose
-outputs are dropped.
+outputs are dropped. With several processes each batch is one computation over the global
+batch, its rows split between the processes (:mod:`jaxunlearn.eval.spmd`).
 
 Each task takes an :class:`~jaxunlearn.eval.evaluate.Evaluator` (model, tokenizer, pipeline,
 settings, judge and generate function; a fake ``generate_fn`` in tests) and returns a

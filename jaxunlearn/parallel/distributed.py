@@ -1,5 +1,6 @@
 """Several cooperating processes (JAX's multi-controller runtime): start-up, the primary
-process, barriers and host copies of global arrays.
+process, barriers, host copies of global arrays and results computed by the primary alone
+(`from_primary`: the judge).
 
 `initialize(timeout)` runs before the first JAX computation of every command (the CLI calls
 it). It reads the launchers' environments:
