@@ -426,9 +426,6 @@ def protocol_command(name: str, cfg: dict, model_dir: str | None = None) -> Path
     from jaxunlearn.config import DEFAULTS
     from jaxunlearn.eval.protocols import Study, resolve_protocol
 
-    if distributed.process_count() > 1:
-        raise ValueError("protocol runs in one process (its studies write from the process "
-                         "that runs them); run it without a multi-process launcher")
     spec, options = resolve_protocol(name, cfg["protocol"]["options"])  # fail fast
     for key, instead in _PROTOCOL_UNREAD.items():
         if cfg["eval"][key] != DEFAULTS["eval"][key]:
@@ -460,8 +457,10 @@ def protocol_command(name: str, cfg: dict, model_dir: str | None = None) -> Path
     check_output(_with_model(cfg, model_dir), f"protocol {spec.name}")
     ev, bench = evaluator_for(cfg, model_dir)
     with run_directory(_with_model(cfg, model_dir), f"protocol {spec.name}") as out:
+        # several processes: all train and evaluate together, process 0 alone writes
         study = Study(bench, cfg["method"]["name"], dict(cfg["method"]["options"]),
-                      train=train, forget_split=cfg["data"]["forget_split"], out_dir=out)
+                      train=train, forget_split=cfg["data"]["forget_split"],
+                      out_dir=out if distributed.is_primary() else None)
         spec.run(ev, study, options)
     print(f"protocol {spec.name}: report in {cfg['output']['dir']}")
     return Path(cfg["output"]["dir"])

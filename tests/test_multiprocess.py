@@ -17,7 +17,9 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,8 @@ DATA = ["data.synthetic.n_profiles=10", "data.synthetic.n_celebrities=4",
 TRAIN = ["train.batch_size=4", "train.progress=false", "train.max_steps=3", "train.lr=1e-3"]
 EVAL = ["eval.sets=[forget]", "eval.max_questions=2", "eval.batch_size=4",
         "eval.classification_tokens=2", "eval.generation_tokens=4", "eval.cloze_tokens=4",
-        "eval.bucket_size=256", "eval.progress=false", "eval.tasks=[classification]"]
+        "eval.bucket_size=256", "eval.progress=false",
+        "eval.tasks=[classification,generation,cloze]"]
 
 
 FLAGS = "--xla_backend_optimization_level=0"  # as tests/conftest.py: faster compiles
@@ -289,16 +292,96 @@ def test_statistics_across_two_processes_equal_one(world, tmp_path):
                                        err_msg=k)
 
 
-def test_evaluate_two_processes_same_report(world, finetuned):
+class _Judge(BaseHTTPRequestHandler):
+    """A fake OpenAI-compatible judge on loopback: records every request's item and scores
+    it by its length (so that different answers get different scores)."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        item = body["messages"][-1]["content"]
+        with self.server.lock:
+            self.server.asked.append(item)
+        payload = json.dumps({"choices": [{"message": {
+            "role": "assistant", "content": f"Score: {1 + len(item) % 10}"}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def judge_server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
+    srv.daemon_threads, srv.lock, srv.asked = True, threading.Lock(), []
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=5)
+
+
+def test_evaluate_two_processes_same_report(world, finetuned, judge_server, monkeypatch):
+    """`evaluate` (classification by letter and by likelihood, generation + judge, cloze, NLL)
+    with 2 processes x 2 devices writes the report of 1 process, every number equal. The work
+    is split, not repeated: for every task each process logs that its devices computed 2 of
+    the 4 rows of every global batch, and the judge (process 0 alone) is asked once per
+    answer, about the same answers as in 1 process."""
+    pytest.importorskip("openai")  # the judge client
     model, root = finetuned[1] / "model", world["root"]
+    judge = {"JAXUNLEARN_JUDGE_URL": f"http://127.0.0.1:{judge_server.server_address[1]}/v1",
+             "JAXUNLEARN_JUDGE_MODEL": "judge-m", "NO_PROXY": "127.0.0.1",
+             "no_proxy": "127.0.0.1"}
+    t0 = time.perf_counter()
     two = launch(["evaluate", "--model", str(model), *DATA, *EVAL,
-                  f"output.dir={root / 'ev2'}"])
+                  f"output.dir={root / 'ev2'}"], env=judge)
+    world["seconds_ev2"] = time.perf_counter() - t0
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    asked2 = list(judge_server.asked)
+    judge_server.asked.clear()
+    for k, v in judge.items():
+        monkeypatch.setenv(k, v)
     assert main(["evaluate", "--model", str(model), *DATA, *EVAL,
                  f"output.dir={root / 'ev1'}"]) == 0
     rec2 = json.loads((root / "ev2" / "report.json").read_text())["records"]
     rec1 = json.loads((root / "ev1" / "report.json").read_text())["records"]
     assert rec1 and rec2 == rec1
+    metrics = {(r["task"], r["metric"]) for r in rec1}
+    assert {("classification", "likelihood_accuracy"), ("generation", "rougeL"),
+            ("generation", "factuality"), ("cloze", "accuracy"), ("qa", "nll")} <= metrics
+    # 2 generation questions x 2 modalities, judged once each, the same answers as 1 process
+    assert len(asked2) == 4 and asked2 == judge_server.asked
+    logged = [line for line in two.stdout.splitlines() if "per batch in this process" in line]
+    for proc in (0, 1):
+        for task in ("classification", "likelihood", "generation", "cloze", "nll"):
+            mine = [x for x in logged if x.startswith(f"[{proc}] eval {task}: ")]
+            assert mine and all(": rows 2 of 4 per batch" in x for x in mine), (proc, task, mine)
+
+
+def test_protocol_two_processes_same_report(world, finetuned):
+    """`protocol smllmun` (the prompting baseline: the model before and after, generation on
+    training and understanding QA) with 2 processes x 2 devices writes the report of 1
+    process, with every generation split between the processes."""
+    model, root = finetuned[1] / "model", world["root"]
+    args = ["protocol", "smllmun", "--model", str(model), *DATA, "eval.batch_size=4",
+            "eval.bucket_size=256", "eval.progress=false", "eval.generation_tokens=2",
+            "method.name=prompting", "protocol.options.max_profiles=1"]
+    two = launch([*args, f"output.dir={root / 'pr2'}"])
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert main([*args, f"output.dir={root / 'pr1'}"]) == 0
+    rec2 = json.loads((root / "pr2" / "report.json").read_text())["records"]
+    rec1 = json.loads((root / "pr1" / "report.json").read_text())["records"]
+    assert {r["step"] for r in rec1} == {0, 1} and rec2 == rec1
+    logged = [x for x in two.stdout.splitlines() if "per batch in this process" in x]
+    assert {x[:3] for x in logged} == {"[0]", "[1]"}
+    assert all(": rows 2 of 4 per batch" in x for x in logged)
+    assert sorted(p.name for p in (root / "pr2").iterdir()) == sorted(
+        p.name for p in (root / "pr1").iterdir())
 
 
 SPECS = r"""

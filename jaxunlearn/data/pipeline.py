@@ -211,20 +211,24 @@ def _encoder(config: PipelineConfig, image_fn: Callable[[Any], np.ndarray] | Non
 
 
 def encode_record(record: Record, tokenizer: Any, config: PipelineConfig,
-                  image_fn: Callable[[Any], np.ndarray] | None = None) -> dict[str, Any]:
+                  image_fn: Callable[[Any], np.ndarray] | None = None, *,
+                  images: bool = True) -> dict[str, Any]:
     """Tokenise one record (template already applied) and preprocess its image: the example's
     ``input_ids``, ``loss_mask`` and, for a multimodal record, ``image`` (the encoder's arrays
-    of the image in the HF processor's per-image layout)."""
+    of the image in the HF processor's per-image layout). ``images=False``: the image is not
+    read (its token count comes from the encoder) and ``image`` is left out."""
     multi = record["image"] is not None
-    image = _encoder(config, image_fn).encode(record["image"]) if multi else None
+    enc = _encoder(config, image_fn)
+    image = enc.encode(record["image"]) if multi and images else None
+    tokens = (int(image["num_tokens"]) if image is not None else enc.num_tokens(record["image"])
+              ) if multi else 0
     ex: dict[str, Any] = T.encode_example(tokenizer, config.family, record["prompt"],
-                                          record["answer"],
-                                          int(image["num_tokens"]) if multi else 0)
+                                          record["answer"], tokens)
     if len(ex["input_ids"]) > config.max_length:
         raise ValueError(f"example of profile {record.get('profile_id')} has "
                          f"{len(ex['input_ids'])} tokens > max_length {config.max_length}; "
                          f"raise PipelineConfig.max_length")
-    if multi:
+    if image is not None:
         ex["image"] = image
     return ex
 

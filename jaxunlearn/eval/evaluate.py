@@ -21,6 +21,7 @@ from typing import Any
 from jaxunlearn.data.pipeline import PipelineConfig
 from jaxunlearn.data.schema import Benchmark, Profile
 from jaxunlearn.eval.records import MODALITIES, TASKS
+from jaxunlearn.eval.spmd import on_mesh
 from jaxunlearn.eval.tasks import (
     EvalConfig,
     GenerateFn,
@@ -118,6 +119,8 @@ class Evaluator:
             from jaxunlearn.modeling.generate import generate
 
             object.__setattr__(self, "generate_fn", generate)
+        # several processes: the parameters on the command mesh, once per evaluator
+        object.__setattr__(self, "model", on_mesh(self.model))
 
     @property
     def task_pipeline(self) -> PipelineConfig:

@@ -42,6 +42,7 @@ from jaxunlearn.eval.records import (
     select,
     validate_record,
 )
+from jaxunlearn.parallel import distributed
 
 REPORT_NAME = "report.json"
 REPORT_FORMAT = "jaxunlearn.report/1"
@@ -221,7 +222,7 @@ def model_fingerprint(model: Any, sample: int = 4096) -> str:
     for name in sorted(model.params):
         v = model.params[name]
         h.update(f"{name}:{tuple(v.shape)}:{v.dtype}".encode())
-        flat = np.asarray(v).reshape(-1)
+        flat = np.asarray(distributed.to_host(v)).reshape(-1)  # sharded over processes too
         h.update(np.ascontiguousarray(flat[:: max(1, flat.size // sample)]).tobytes())
     return h.hexdigest()[:16]
 

@@ -5,7 +5,8 @@ by padded length (the pipeline's buckets) and batched with a fixed batch size, l
 so a whole evaluation compiles only a few shapes: one per (modality, length bucket) for
 generation (:func:`jaxunlearn.generate`, greedy, jitted KV-cache decoding) and for the
 likelihood forward. Short final batches are filled with copies of their last row, whose
-outputs are dropped.
+outputs are dropped. With several processes each batch is one computation over the global
+batch, its rows split between the processes (:mod:`jaxunlearn.eval.spmd`).
 
 Each task takes an :class:`~jaxunlearn.eval.evaluate.Evaluator` (model, tokenizer, pipeline,
 settings, judge and generate function; a fake ``generate_fn`` in tests) and returns a
@@ -29,9 +30,11 @@ from jaxunlearn.data.pipeline import PipelineConfig, bucket_length, encode_recor
 from jaxunlearn.data.pipeline import blank_pixel_values, question_records
 from jaxunlearn.data.schema import LETTERS, Profile, Question
 from jaxunlearn.eval import metrics as M
+from jaxunlearn.eval import spmd
 from jaxunlearn.eval.records import make_record
 from jaxunlearn.modeling.model import forward_logits
 from jaxunlearn.objectives.nll import token_logprobs
+from jaxunlearn.parallel import distributed
 from jaxunlearn.train.typed import field
 
 if TYPE_CHECKING:
@@ -119,16 +122,25 @@ class Tag:
 
 # ------------------------------------------------------------------------ batching
 
-def _encode(records: Sequence[Record], tokenizer: Any, pipe: PipelineConfig) -> list[dict]:
-    return [encode_record(r, tokenizer, pipe) for r in records]
+def _encode(records: Sequence[Record], tokenizer: Any, pipe: PipelineConfig,
+            spread: spmd.Spread | None = None) -> list[dict]:
+    """Tokenised examples with their images preprocessed; when ``spread`` gives this process
+    a block of rows, images are left for :func:`_batches` to read for those rows only."""
+    if spread is None or spread.rows is None:
+        return [encode_record(r, tokenizer, pipe) for r in records]
+    return [{**encode_record(r, tokenizer, pipe, images=False), "image_src": r["image"]}
+            for r in records]
 
 
 def _batches(examples: Sequence[dict], pipe: PipelineConfig, batch_size: int,
-             pad_id: int) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+             pad_id: int, rows: tuple[int, int] | None = None
+             ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
     """(example indices, left-padded batch) grouped by length bucket, fixed batch size.
 
     Image inputs are in the HF processor's layout (see :mod:`jaxunlearn.data.images`); pass
-    them on with :func:`model_image_inputs`."""
+    them on with :func:`model_image_inputs`. With ``rows = (start, stop)`` (one process of
+    several, :mod:`jaxunlearn.eval.spmd`) a batch holds only those rows of the global batch,
+    and only their images are read (examples of :func:`_encode` with that spread)."""
     buckets = pipe.buckets()
     groups: dict[int, list[int]] = {}
     for i, e in enumerate(examples):
@@ -137,22 +149,28 @@ def _batches(examples: Sequence[dict], pipe: PipelineConfig, batch_size: int,
         idx = groups[length]
         for start in range(0, len(idx), batch_size):
             chunk = idx[start:start + batch_size]
-            rows = chunk + [chunk[-1]] * (batch_size - len(chunk))
+            rows_of = chunk + [chunk[-1]] * (batch_size - len(chunk))
             ids = np.full((batch_size, length), pad_id, np.int32)
             attn = np.zeros((batch_size, length), np.int32)
             loss = np.zeros((batch_size, length), np.float32)
-            for r, i in enumerate(rows):
+            for r, i in enumerate(rows_of):
                 e = examples[i]
                 n = len(e["input_ids"])
                 ids[r, length - n:], attn[r, length - n:] = e["input_ids"], 1
                 if r < len(chunk):
                     loss[r, length - n:] = e["loss_mask"]
             batch = {"input_ids": ids, "attention_mask": attn, "loss_mask": loss}
+            enc = pipe.encoder()
+            if rows is None:
+                items = [examples[i].get("image") for i in rows_of]
+            else:  # this process's rows only, their images read here
+                batch = {k: v[rows[0]:rows[1]] for k, v in batch.items()}
+                src = [examples[i].get("image_src") for i in rows_of[rows[0]:rows[1]]]
+                items = [None if x is None else enc.encode(x) for x in src]
             # images in the HF processor's layout (Model.host_inputs / generate prepare them)
-            images = pipe.encoder().collate([examples[i].get("image") for i in rows],
-                                            batch_size)
+            images = enc.collate(items, len(items))
             if not images and pipe.blank_images:  # text-only rows share the multimodal programs
-                images = blank_pixel_values(pipe, batch_size)
+                images = blank_pixel_values(pipe, len(items))
             batch.update(images)
             yield chunk, batch
 
@@ -185,26 +203,35 @@ def generate_answers(model: Any, tokenizer: Any, records: Sequence[Record],
                      generate_fn: GenerateFn | None = None,
                      progress: bool = False, desc: str = "generate") -> list[str]:
     """Greedy answers to ``records`` (prompts of one modality or mixed), in record order;
-    ``desc`` labels the progress bar."""
+    ``desc`` labels the progress bar (and the log line of a run over several processes,
+    where ``generate_fn`` gets ``placement=`` and returns the global batch's tokens:
+    :mod:`jaxunlearn.eval.spmd`)."""
     if generate_fn is None:
         from jaxunlearn.modeling.generate import generate as generate_fn
     if not records:
         return []
+    spread = spmd.spread_for(pipe.family, batch_size)
+    if spread is not None:
+        model, batch_size = spmd.on_mesh(model), spread.batch_size
+    placement = {"placement": spread} if spread is not None else {}
     prompts = [{**r, "answer": None} for r in records]
     eos = T.end_token_id(tokenizer, pipe.family)
     pad = _pad_id(tokenizer)
     answers: list[str | None] = [None] * len(records)
     for part in _by_modality(prompts):
-        examples = _encode([prompts[i] for i in part], tokenizer, pipe)
-        for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad), progress,
+        examples = _encode([prompts[i] for i in part], tokenizer, pipe, spread)
+        rows = spread.rows if spread is not None else None
+        for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad, rows), progress,
                                       len(examples) // batch_size + 1, desc):
             images = model_image_inputs(batch)
             out = generate_fn(model, batch["input_ids"], batch["attention_mask"],
                               images.pop("pixel_values", None), max_new_tokens=max_new_tokens,
-                              eos_token_id=eos, pad_token_id=pad, **images)
+                              eos_token_id=eos, pad_token_id=pad, **placement, **images)
             texts = decode_answers(tokenizer, np.asarray(out)[:len(chunk)], eos)
             for i, text in zip(chunk, texts):
                 answers[part[i]] = text
+    if spread is not None:
+        spread.log(desc)
     return [a if a is not None else "" for a in answers]
 
 
@@ -234,39 +261,55 @@ def _answer_logprob(graphdef, params, inputs, loss_mask, dtype=None):
 
 def answer_logprobs(model: Any, tokenizer: Any, records: Sequence[Record],
                     pipe: PipelineConfig, *, batch_size: int = 8, include_end: bool = True,
-                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    progress: bool = False, desc: str = "score"
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Per record: (sum log p(answer | prompt), number of answer tokens), one forward per batch.
 
-    ``include_end=False`` leaves the end-of-answer token out of the sum.
+    ``include_end=False`` leaves the end-of-answer token out of the sum. ``desc`` labels
+    the progress bar (and the log line of a run over several processes, where each batch is
+    one computation over the global batch and the sums are gathered to every process:
+    :mod:`jaxunlearn.eval.spmd`).
     """
     if not records:
         return np.zeros(0), np.zeros(0)
+    spread = spmd.spread_for(pipe.family, batch_size)
+    if spread is not None:
+        model, batch_size = spmd.on_mesh(model), spread.batch_size
     logp = np.zeros(len(records))
     count = np.zeros(len(records))
     pad = _pad_id(tokenizer)
     for part in _by_modality(records):
-        examples = _encode([records[i] for i in part], tokenizer, pipe)
+        examples = _encode([records[i] for i in part], tokenizer, pipe, spread)
         if not include_end:
             for e in examples:
                 e["loss_mask"] = e["loss_mask"].copy()
                 e["loss_mask"][-1] = 0.0
-        for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad), progress,
-                                      len(examples) // batch_size + 1, "score"):
+        rows = spread.rows if spread is not None else None
+        for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad, rows), progress,
+                                      len(examples) // batch_size + 1, desc):
             images = model_image_inputs(batch)
             inputs = model.host_inputs(batch["input_ids"], batch["attention_mask"],
                                        images.pop("pixel_values", None), images)
-            s, n = _answer_logprob(model.graphdef, model.params, inputs,
-                                   jnp.asarray(batch["loss_mask"]), dtype=model.compute_dtype)
-            s, n = np.asarray(s), np.asarray(n)
+            if spread is None:
+                mask = jnp.asarray(batch["loss_mask"])
+            else:
+                inputs = spread.place({**inputs, "loss_mask": batch["loss_mask"]})
+                mask = inputs.pop("loss_mask")
+            s, n = _answer_logprob(model.graphdef, model.params, inputs, mask,
+                                   dtype=model.compute_dtype)
+            s, n = spmd.host_rows(spread, s), spmd.host_rows(spread, n)
             for r, i in enumerate(chunk):
                 logp[part[i]], count[part[i]] = s[r], n[r]
+    if spread is not None:
+        spread.log(desc)
     return logp, count
 
 
 def mean_answer_nll(model: Any, tokenizer: Any, records: Sequence[Record],
                     pipe: PipelineConfig, *, batch_size: int = 8) -> tuple[float | None, int]:
     """Mean NLL over all answer tokens of ``records`` (token-weighted) and the token count."""
-    logp, count = answer_logprobs(model, tokenizer, records, pipe, batch_size=batch_size)
+    logp, count = answer_logprobs(model, tokenizer, records, pipe, batch_size=batch_size,
+                                  desc="nll")
     total = int(count.sum())
     return (float(-logp.sum() / total) if total else None), total
 
@@ -326,7 +369,7 @@ def run_classification(ev: Evaluator, profiles: Sequence[Profile], tag: Tag, *,
     answers = generate_answers(ev.model, ev.tokenizer, asked, pipe,
                                max_new_tokens=cfg.classification_tokens,
                                batch_size=cfg.batch_size, generate_fn=ev.generate_fn,
-                               progress=cfg.progress)
+                               progress=cfg.progress, desc="classification")
     letters = [M.letter_of(a) for a in answers]
     hits = [ltr == q.answer for ltr, q in zip(letters, truth)]
     correct = hits[:n]
@@ -375,7 +418,7 @@ def run_likelihood_classification(ev: Evaluator, profiles: Sequence[Profile], ta
         rows += option_records(recs, rqs, cfg.likelihood_target)
         truth += rqs
     logp, _ = answer_logprobs(ev.model, ev.tokenizer, rows, pipe, batch_size=cfg.batch_size,
-                              include_end=False, progress=cfg.progress)
+                              include_end=False, progress=cfg.progress, desc="likelihood")
     scores = logp.reshape(len(truth), len(LETTERS)) if n else np.zeros((0, len(LETTERS)))
     choice = M.option_likelihood_choice(scores) if n else np.zeros(0, int)
     hits = [LETTERS[int(c)] == q.answer for c, q in zip(choice, truth)]
@@ -410,11 +453,14 @@ def score_free_answers(answers: Sequence[str], references: Sequence[str],
     items: list[dict] = [{t: rouge["per_item"][t][i] for t in M.ROUGE_TYPES}
                          | {"degenerate": deg["flags"][i]["degenerate"]} for i in range(n)]
     if judge is not None:
+        triples = list(zip(questions, references, answers))
         for metric in judge_metrics:
-            results = judge.score_many(metric, zip(questions, references, answers))
-            for item, res in zip(items, results):
-                item[metric] = res.score
-            valid = [r.score for r in results if r.score is not None]
+            # several processes: process 0 asks the judge, every process gets the scores
+            scores = distributed.from_primary(
+                lambda m=metric: [r.score for r in judge.score_many(m, triples)])
+            for item, score in zip(items, scores):
+                item[metric] = score
+            valid = [s for s in scores if s is not None]
             recs += tag.record(task, metric, float(np.mean(valid)) if valid else None,
                                len(valid))
     return recs, items
@@ -430,7 +476,8 @@ def run_generation(ev: Evaluator, profiles: Sequence[Profile], tag: Tag, *,
     records, qs = _questions(profiles, pipe, "generation", tag.modality, which, cfg)
     answers = generate_answers(ev.model, ev.tokenizer, records, pipe,
                                max_new_tokens=cfg.generation_tokens, batch_size=cfg.batch_size,
-                               generate_fn=ev.generate_fn, progress=cfg.progress)
+                               generate_fn=ev.generate_fn, progress=cfg.progress,
+                               desc="generation")
     recs, items = score_free_answers(answers, [q.answer for q in qs], [q.question for q in qs],
                                      tag, "generation", judge=ev.judge,
                                      judge_metrics=cfg.judge_metrics)
@@ -448,7 +495,7 @@ def run_cloze(ev: Evaluator, profiles: Sequence[Profile], tag: Tag, *,
     records, qs = _questions(profiles, pipe, "cloze", tag.modality, which, cfg)
     answers = generate_answers(ev.model, ev.tokenizer, records, pipe,
                                max_new_tokens=cfg.cloze_tokens, batch_size=cfg.batch_size,
-                               generate_fn=ev.generate_fn, progress=cfg.progress)
+                               generate_fn=ev.generate_fn, progress=cfg.progress, desc="cloze")
     correct = [M.cloze_correct(a, q.answer) for a, q in zip(answers, qs)]
     deg = M.degeneration(answers)
     preds = [_prediction(r, q, a, correct=c) for r, q, a, c in zip(records, qs, answers, correct)]
@@ -472,7 +519,7 @@ def run_qa_generation(ev: Evaluator, profiles: Sequence[Profile], tag: Tag, task
         records, pairs = records[:cfg.max_questions], pairs[:cfg.max_questions]
     answers = generate_answers(ev.model, ev.tokenizer, records, pipe,
                                max_new_tokens=cfg.generation_tokens, batch_size=cfg.batch_size,
-                               generate_fn=ev.generate_fn, progress=cfg.progress)
+                               generate_fn=ev.generate_fn, progress=cfg.progress, desc=task)
     recs, items = score_free_answers(answers, [qa.answer for qa in pairs],
                                      [qa.question for qa in pairs], tag, task, judge=ev.judge,
                                      judge_metrics=cfg.judge_metrics)

@@ -29,6 +29,7 @@ they raise a single error saying so. Every score is reported with its n.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ from jaxunlearn.data import templates as T
 from jaxunlearn.data import utility_sets as U
 from jaxunlearn.eval.records import make_record
 from jaxunlearn.eval.tasks import generate_answers
+from jaxunlearn.parallel import distributed
 from jaxunlearn.train.typed import field
 
 BENCHMARKS = ("mmbench", "mmmu", "mmvet", "llava_bench")
@@ -474,13 +476,16 @@ def run_utility(ev: Any, opts: UtilityOptions, *, method: str = "vanilla",
         items = loader(path, limit=cap).items
         answers = _generate(ev, [it.question for it in items], [it.image for it in items],
                             opts.open_max_new_tokens, bench)
+        # several processes: process 0 asks the judge, every process gets the replies
         if bench == "mmvet":
-            scores, gave_up = mmvet_scores(ev.judge, items, answers)
+            scores, gave_up = distributed.from_primary(
+                functools.partial(mmvet_scores, ev.judge, items, answers))
             summary = mmvet_summary(items, scores)
             head, metric = "total", "score"
             notes[bench] = f"{gave_up} scored 0.0 after {MMVET_TRIES} unparsable judge replies"
         else:
-            scores = llava_pairs(ev.judge, items, answers)
+            scores = distributed.from_primary(
+                functools.partial(llava_pairs, ev.judge, items, answers))
             summary = llava_summary(items, scores)
             head, metric = "all", "relative_score"
             notes[bench] = ""

@@ -9,13 +9,21 @@ also covers M-RoPE (`rope_deltas` are implied by the prefill positions).
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn.modeling.model import Model, cast_floating, merge
+
+
+class Placement(Protocol):
+    """Where a generation's inputs go and how its outputs come back (see `generate`)."""
+
+    def place(self, inputs: dict) -> dict: ...
+
+    def host(self, tree: Any) -> Any: ...
 
 
 def _bucket(n: int, multiple: int = 16) -> int:
@@ -119,7 +127,7 @@ def generate(model: Model, input_ids, attention_mask=None, pixel_values=None, *,
              max_new_tokens: int = 16, do_sample: bool = False, temperature: float = 1.0,
              top_p: float = 1.0, rng: jax.Array | None = None,
              eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
-             bucket: int = 16, **extra) -> np.ndarray:
+             bucket: int = 16, placement: Placement | None = None, **extra) -> np.ndarray:
     """Generate new tokens for a left-padded batch; returns only the new tokens [B, n].
 
     Greedy by default (`do_sample=False`); sampling needs an explicit PRNG key `rng`. Rows that
@@ -128,6 +136,12 @@ def generate(model: Model, input_ids, attention_mask=None, pixel_values=None, *,
     prompts of similar length share one compilation, and `max_new_tokens` is a runtime value
     within a power-of-two cache capacity (`new_token_capacity`), so different lengths of
     answer share it too.
+
+    `placement` spreads one generation over several processes (`jaxunlearn.eval.spmd`):
+    its `place` turns the host-prepared inputs (this process's rows, or the whole batch) into
+    global arrays on the mesh, the decoding loop runs as one SPMD program over the global
+    batch (the parameters must be on the same mesh), and its `host` gathers the new tokens:
+    the result is then the global batch's [B, n] in every process.
     """
     ids = np.asarray(input_ids)
     mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
@@ -151,13 +165,16 @@ def generate(model: Model, input_ids, attention_mask=None, pixel_values=None, *,
         ids = np.concatenate([np.full((ids.shape[0], extra_pad), pad, ids.dtype), ids], axis=1)
         mask = np.concatenate([np.zeros((mask.shape[0], extra_pad), mask.dtype), mask], axis=1)
     inputs = model.host_inputs(ids, mask, pixel_values, extra)
+    if placement is not None:
+        inputs = placement.place(inputs)
     run = _compiled_generate(jax.default_backend())
     out, steps = run(model.graphdef, model.params, inputs, rng if do_sample else None,
                      np.int32(max_new_tokens), capacity=new_token_capacity(max_new_tokens),
                      eos_ids=tuple(eos), pad_id=int(pad), do_sample=bool(do_sample),
                      temperature=float(temperature), top_p=float(top_p),
                      dtype=model.compute_dtype)
-    return np.asarray(out)[:, : int(steps)]
+    out = placement.host(out) if placement is not None else np.asarray(out)
+    return out[:, : int(steps)]
 
 
 def _eos_ids(model: Model, eos_token_id) -> list[int]:

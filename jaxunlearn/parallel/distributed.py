@@ -1,5 +1,6 @@
 """Several cooperating processes (JAX's multi-controller runtime): start-up, the primary
-process, barriers and host copies of global arrays.
+process, barriers, host copies of global arrays and results computed by the primary alone
+(`from_primary`: the judge).
 
 `initialize(timeout)` runs before the first JAX computation of every command (the CLI calls
 it). It reads the launchers' environments:
@@ -20,10 +21,12 @@ JAX's own heartbeat check (which would abort it a little later with a long log).
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -110,7 +113,8 @@ _ALIVE = "jaxunlearn/alive/"
 
 
 def _client():
-    from jax._src import distributed as jax_distributed
+    """JAX's client of the coordination service (key-value store, barriers): private API."""
+    from jax._src import distributed as jax_distributed  # no public handle in jax 0.10
 
     return jax_distributed.global_state.client
 
@@ -212,13 +216,46 @@ def is_primary() -> bool:
 
 
 def barrier(name: str) -> None:
-    """Wait until every process reaches the barrier `name` (no-op with one process)."""
+    """Wait until every process reaches the barrier `name` (no-op with one process). It waits
+    on the coordination service, without a deadline of its own (a CPU gloo collective would
+    give up after 30 s, e.g. while process 0 exports a large model): a peer that dies or
+    fails meanwhile stops the waiting processes through `watch_peers`."""
     import jax
 
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
+        _STATE["barriers"] = _STATE.get("barriers", 0) + 1  # same order in every process
+        _client().wait_at_barrier(f"jaxunlearn/{name}/{_STATE['barriers']}", 2**31 - 1)
 
-        multihost_utils.sync_global_devices(name)
+
+def from_primary(fn: Callable[[], Any]) -> Any:
+    """`fn()` computed by process 0 alone and its result (JSON-serialisable; JSON's types:
+    tuples come back as lists) sent to every process, e.g. judge scores: each item is judged
+    once, not once per process. With one process it is `fn()`. When `fn` raises in process 0,
+    every process raises.
+
+    The others wait on the coordination service's key-value store, not in a collective (CPU
+    gloo collectives give up after 30 s, and a judge may take hours); a process 0 that dies
+    or fails meanwhile stops them through `watch_peers`."""
+    import jax
+
+    if jax.process_count() == 1:
+        return fn()
+    client = _client()
+    _STATE["from_primary"] = _STATE.get("from_primary", 0) + 1  # same order in every process
+    key = f"jaxunlearn/from_primary/{_STATE['from_primary']}"
+    if is_primary():
+        try:
+            payload = json.dumps({"value": fn()})
+        except Exception as e:
+            client.key_value_set(key, json.dumps({"error": f"{type(e).__name__}: {e}"}))
+            raise
+        client.key_value_set(key, payload)
+    else:
+        payload = client.blocking_key_value_get(key, 2**31 - 1)  # ms: ~24 days, no deadline
+    got = json.loads(payload)
+    if "error" in got:
+        raise RuntimeError(f"process 0 failed: {got['error']}")
+    return got["value"]
 
 
 def to_host(tree: Any) -> Any:
