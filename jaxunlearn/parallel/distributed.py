@@ -178,7 +178,14 @@ def watch_peers(timeout: float) -> None:
 
     for fn in (beat, monitor):
         threading.Thread(target=fn, daemon=True, name=f"jaxunlearn-{fn.__name__}").start()
-    atexit.register(lambda: mark_finished(None))
+    hook = sys.excepthook
+
+    def on_uncaught(*exc) -> None:  # the traceback first, then tell the peers and leave
+        hook(*exc)
+        mark_finished(None)
+
+    sys.excepthook = on_uncaught
+    atexit.register(lambda: mark_finished(0))  # reached the end (the CLI says how it ends)
 
 
 def mark_finished(status: int | None) -> None:

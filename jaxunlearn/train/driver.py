@@ -215,6 +215,18 @@ def _resume_log(log_path: str | Path | None, start: int, write: bool = True) -> 
     return kept
 
 
+def _global_tokens(batch: Any, placed: Any) -> int:
+    """Real tokens of the global batch (this process may hold only its rows of it)."""
+    if not isinstance(batch, Mapping) or "attention_mask" not in batch:
+        return 0
+    from jaxunlearn.parallel.mesh import batch_rows
+
+    local, rows = batch_rows(batch)
+    if local == rows:
+        return int(np.sum(batch["attention_mask"]))
+    return int(jax.device_get(jnp.sum(placed["attention_mask"])))
+
+
 def _check_finite_metrics(metrics: dict, step: int, epoch: int, index: int, phase: str,
                           cfg: TrainConfig, ckpt) -> None:
     """Stop on a non-finite loss or gradient norm (the scalars already on the host)."""
@@ -314,7 +326,7 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
                 dt = time.perf_counter() - t0
                 step += 1
                 _check_finite_metrics(metrics, step, epoch, index, phase, cfg, ckpt)
-                tokens = int(np.sum(batch["attention_mask"])) if "attention_mask" in batch else 0
+                tokens = _global_tokens(batch, placed)
                 rec = {"step": step, "epoch": epoch, "phase": phase, **metrics, "seconds": dt,
                        "tokens_per_s": tokens / dt if dt > 0 else 0.0}
                 history.append(rec)
