@@ -3,6 +3,7 @@ LLaVA, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL (tiny random models saved with save
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -172,3 +173,111 @@ def test_image_features_weigh_real_images_only(fam, bench):
     assert feats.shape[0] == weights.shape[0] > 3 * per_image
     assert feats.shape[1] == model.config.text.hidden_size
     assert float(np.asarray(weights).sum()) == 3 * per_image
+
+
+class _Placed(Exception):
+    """Raised by `_Capture.place`: the generation stops before its (SPMD) program."""
+
+
+class _Capture:
+    """A `generate` placement that keeps the host-prepared inputs it gets (as one process of
+    a `spmd.Spread` would place them: `Spread.local`) and stops the generation."""
+
+    def __init__(self, spread=None):
+        self.spread, self.got = spread, None
+
+    def place(self, inputs):
+        self.got = self.spread.local(inputs) if self.spread is not None else dict(inputs)
+        raise _Placed
+
+    def host(self, tree):
+        return tree
+
+
+def test_eval_batches_per_process_equal_the_global_batch(fam, bench, monkeypatch):
+    """Evaluation across 2 processes, faked in this one: each process's eval batches
+    (`tasks._encode` / `_batches` with a `spmd.Spread` of its rows, images of different
+    sizes, a short final batch, text-only batches) decode only the images of its rows, and
+    the inputs each process places after the host preparation (`generate`'s extra left
+    padding and `Model.host_inputs`, and the likelihood forward's) equal those of one
+    process bit for bit once the pixels are joined (the all-gather faked: blocks stacked in
+    reverse process order)."""
+    import dataclasses
+
+    from jaxunlearn.data.pipeline import question_records
+    from jaxunlearn.eval import spmd, tasks
+    from jaxunlearn.modeling.generate import generate
+    from jaxunlearn.parallel.mesh import LocalUnits, ProcessRows
+
+    family, model, tok, pipe = fam
+    pipe = dataclasses.replace(pipe, bucket_size=24)  # lengths that generate pads further
+    records = question_records(bench.profiles[:3], family, "eval", "classification")
+    sizes = iter([(32, 32), (48, 32), (40, 72), (64, 40), (24, 56), (56, 56), (32, 48)] * 9)
+    for r in records:
+        if r["image"] is not None:
+            r["image"] = load_image(r["image"]).resize(next(sizes))
+    pad = _pad_id(tok)
+    enc = pipe.encoder()
+    decoded = []
+    real_encode = type(enc).encode
+    monkeypatch.setattr(type(enc), "encode", lambda self, x: decoded.append(1) or
+                        real_encode(self, x))
+    splits = ((0, 2), (2, 4))
+    n_batches, widths = 0, set()
+    for part in tasks._by_modality(records):
+        recs = [records[i] for i in part]
+        assert len(recs) % 4  # a short final batch (rows copied)
+        whole = tasks._batches(tasks._encode(recs, tok, pipe), pipe, 4, pad)
+        spreads = [spmd.Spread(None, 4, rows) for rows in splits]
+        procs = [tasks._batches(tasks._encode(recs, tok, pipe, s), pipe, 4, pad, s)
+                 for s in spreads]
+        decoded.clear()
+        for (chunk, ref), *got in zip(whole, *procs):
+            n_batches += 1
+            multi = "pixel_values" in ref
+            for g in got:
+                assert g[0] == chunk
+                # one process prepares the global batch (Qwen-VL / OneVision) or its rows
+                assert len(g[1]["input_ids"]) == (2 if family == "llava" else 4)
+            assert len(decoded) == (4 if multi else 0)  # each row's image once in all
+            decoded.clear()
+            for kind in ("generate", "likelihood"):
+                placed = []
+                for batch, s in [(ref, None)] + [(g[1], s) for g, s in zip(got, spreads)]:
+                    images = tasks.model_image_inputs(batch)
+                    pix = images.pop("pixel_values", None)
+                    if kind == "generate":
+                        cap = _Capture(s)
+                        with pytest.raises(_Placed):
+                            generate(model, batch["input_ids"], batch["attention_mask"], pix,
+                                     max_new_tokens=2, pad_token_id=pad, placement=cap,
+                                     **images)
+                        placed.append(cap.got)
+                    else:
+                        inputs = model.host_inputs(batch["input_ids"], batch["attention_mask"],
+                                                   pix, images)
+                        inputs = {**inputs, "loss_mask": batch["loss_mask"]}
+                        placed.append(s.local(inputs) if s is not None else inputs)
+                want, parts = placed[0], placed[1:]
+                widths.add(want["input_ids"].shape[1])
+                assert all(isinstance(p, ProcessRows) and sorted(p) == sorted(want)
+                           for p in parts)
+                pending = [p["pixel_values"] for p in parts
+                           if isinstance(p.get("pixel_values"), LocalUnits)]
+                assert len(pending) == (len(parts) if multi and family != "llava" else 0)
+                if pending:
+                    stacked = jax.tree.map(lambda *xs: np.stack(xs),
+                                           *[u.sent() for u in pending[::-1]])
+                    for p in parts:
+                        p["pixel_values"] = p["pixel_values"].join(
+                            lambda tree, stacked=stacked: stacked)
+                shared = set(shared_input_keys(want))
+                assert (family in ("qwen2_vl", "qwen2_5_vl")) <= ("position_ids" in shared)
+                for k, v in want.items():
+                    if k in shared:
+                        for p in parts:
+                            np.testing.assert_array_equal(np.asarray(p[k]), v, err_msg=k)
+                    else:
+                        np.testing.assert_array_equal(
+                            np.concatenate([np.asarray(p[k]) for p in parts]), v, err_msg=k)
+    assert n_batches >= 3 and any(w % 24 for w in widths)  # generate's extra padding

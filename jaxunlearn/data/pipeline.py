@@ -43,7 +43,7 @@ from jaxunlearn.data.answers import answer_index
 from jaxunlearn.data.images import ClipImages, ImageEncoder
 from jaxunlearn.data.processors import ClipImageConfig
 from jaxunlearn.data.schema import Profile
-from jaxunlearn.parallel.mesh import ProcessRows
+from jaxunlearn.parallel.mesh import LocalUnits, ProcessRows
 
 Record = dict[str, Any]
 Batch = dict[str, np.ndarray]
@@ -304,7 +304,6 @@ def _shared_rows(records: Sequence[Record], described: list, full: Batch, enc: I
                  config: PipelineConfig) -> ProcessRows:
     """`collate_rows` for batches with entries not indexed by row (Qwen-VL, OneVision)."""
     from jaxunlearn.modeling.model import shared_input_keys
-    from jaxunlearn.parallel.mesh import LocalUnits
 
     start, stop, B = *config.rows, config.batch_size
     layout = enc.collate(described + [None] * (B - len(described)), B)
@@ -312,24 +311,57 @@ def _shared_rows(records: Sequence[Record], described: list, full: Batch, enc: I
     shared = set(shared_input_keys(prepared))
     batch = {k: v if k in shared else v[start:stop] for k, v in prepared.items()}
     if layout:  # this process's images decoded; the global patches / crops when placed
-        local = []
-        for r, d in zip(records[start:stop], described[start:stop]):
-            if d is None:
-                continue
-            item = enc.encode(r["image"])
-            if any(not np.array_equal(item[k], v) for k, v in d.items()):
-                raise ValueError(f"image of profile {r.get('profile_id')}: decoded "
-                                 f"{ {k: item[k] for k in d} } but its header said {d}")
-            local.append(enc.units(item))
-        real = [d for d in described if d is not None]
-        target = batch["pixel_values"]
-        block = (np.concatenate(local) if local
-                 else np.zeros((0, *target.shape[1:]), target.dtype))
-        offset = sum(int(d["units"]) for d in described[:start] if d is not None)
-        batch["pixel_values"] = LocalUnits(
-            block, offset, (stop - start) * max(int(d["units"]) for d in real),
-            sum(int(d["units"]) for d in real), target.shape, target.dtype)
+        images = row_images([r["image"] for r in records], described, enc, start, stop,
+                            [r.get("profile_id") for r in records])
+        batch["pixel_values"] = images.local(batch["pixel_values"])
     return ProcessRows(batch, start, stop, B)
+
+
+@dataclass(frozen=True)
+class RowImages:
+    """This process's decoded images of rows ``[start, stop)`` of a global batch whose pixel
+    entry is batch-wide (Qwen-VL patches, OneVision crops, images in row order): their units
+    (``ImageEncoder.units``), the unit they start at in the batch's layout (``offset``), one
+    process's room (``capacity``: the same in every process) and the batch's real units
+    (``total``). See :func:`row_images`."""
+
+    units: tuple[np.ndarray, ...]
+    offset: int
+    capacity: int
+    total: int
+
+    def local(self, target: Any) -> LocalUnits:
+        """These units in place of the prepared global pixel entry ``target`` (its shape and
+        dtype; zeros beyond the real units), to be joined across processes when placed
+        (``parallel.mesh.place_batch``)."""
+        shape, dtype = tuple(np.shape(target)), np.dtype(target.dtype)
+        block = (np.concatenate(self.units) if self.units
+                 else np.zeros((0, *shape[1:]), dtype))
+        return LocalUnits(block, self.offset, self.capacity, self.total, shape, dtype)
+
+
+def row_images(images: Sequence[Any], described: Sequence[dict | None], enc: ImageEncoder,
+               start: int, stop: int, labels: Sequence[Any] | None = None) -> RowImages:
+    """Decode the images of rows ``[start, stop)`` of a global batch (``images``: one source
+    or None per row; ``described``: ``enc.describe`` of every row's image, read from file
+    headers; rows past their end have none), checking each against its header: the pixels
+    this process contributes to the batch-wide entry whose layout comes from ``described``
+    (``labels``: a name per row for errors, e.g. profile ids)."""
+    local = []
+    for i in range(start, min(stop, len(described))):  # rows past the records: none
+        d = described[i]
+        if d is None:
+            continue
+        item = enc.encode(images[i])
+        if any(not np.array_equal(item[k], v) for k, v in d.items()):
+            who = f"profile {labels[i]}" if labels is not None else f"row {i}"
+            raise ValueError(f"image of {who}: decoded { {k: item[k] for k in d} } but its "
+                             f"header said {d}")
+        local.append(enc.units(item))
+    real = [int(d["units"]) for d in described if d is not None]
+    return RowImages(tuple(local), sum(int(d["units"]) for d in described[:start]
+                                       if d is not None),
+                     (stop - start) * max(real), sum(real))
 
 
 def blank_pixel_values(config: PipelineConfig, rows: int) -> dict[str, np.ndarray]:

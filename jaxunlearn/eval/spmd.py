@@ -9,9 +9,13 @@ instead of every process computing every row:
 - a batch's rows are split over the mesh's ('data', 'fsdp') devices; the batch size is
   rounded up to a multiple of their number (the extra rows are copies whose outputs are
   dropped, as for a short final batch). When this process's devices hold one block of rows
-  (``parallel.mesh.process_rows``; LLaVA, one image per row), the process reads and
-  preprocesses the images of those rows only (``ProcessRows``); otherwise every process
-  prepares the whole batch and contributes its devices' shards;
+  (``parallel.mesh.process_rows``), the process reads and preprocesses the images of those
+  rows only (``ProcessRows``): LLaVA (one image per row) prepares those rows only; Qwen-VL /
+  OneVision prepare the whole batch's text and image layout (grids, M-RoPE positions, slots,
+  from the image sizes in the file headers), decode the images of their rows
+  (``data.pipeline.row_images``) and join the pixels of every process when the batch is
+  placed (``parallel.mesh.LocalUnits``). Otherwise every process prepares the whole batch and
+  contributes its devices' shards;
 - per-example outputs (answer log-probs and token counts, generated tokens) are gathered so
   that every process holds the same results; process 0 writes the report;
 - the judge is asked by process 0 alone and its scores are sent to the others
@@ -39,19 +43,39 @@ from jaxunlearn.parallel import mesh as mesh_lib
 class Spread:
     """How one evaluation call's batches go over the processes: ``batch_size`` global rows
     per batch, ``rows`` this process's block of them (None: every process prepares all),
-    and the rows of each batch that this process's devices held (for the log)."""
+    ``images`` the decoded images of those rows of the current batch when its pixel entry
+    is batch-wide (set by the batching, ``eval.tasks._batches``), and the rows of each batch
+    that this process's devices held (for the log)."""
 
     mesh: Any
     batch_size: int
     rows: tuple[int, int] | None
     held: list[int] = dataclasses.field(default_factory=list)
+    images: Any = None  # data.pipeline.RowImages | None
+
+    def local(self, inputs: dict) -> dict:
+        """This process's part of host-prepared inputs: with ``rows``, a ``ProcessRows`` of
+        those rows. Inputs of the whole global batch (``batch_size`` rows: Qwen-VL /
+        OneVision, whose entries not indexed by row are the batch's) keep those entries whole
+        and have the others cut to the rows; their pixels become this process's images
+        (``images``), joined across processes when placed."""
+        if self.rows is None:
+            return inputs
+        from jaxunlearn.modeling.model import shared_input_keys
+
+        start, stop = self.rows
+        if int(np.shape(inputs["input_ids"])[0]) == self.batch_size:
+            shared = set(shared_input_keys(inputs))
+            inputs = {k: v if k in shared else v[start:stop] for k, v in inputs.items()}
+            if self.images is not None:
+                inputs["pixel_values"] = self.images.local(inputs["pixel_values"])
+        return mesh_lib.ProcessRows(inputs, start, stop, self.batch_size)
 
     def place(self, inputs: dict) -> dict:
         """Host-prepared inputs (this process's rows, or the global batch) as global arrays
-        on the mesh, rows over ('data', 'fsdp')."""
-        if self.rows is not None:
-            inputs = mesh_lib.ProcessRows(inputs, *self.rows, self.batch_size)
-        placed = mesh_lib.place_batch(inputs, self.mesh)
+        on the mesh, rows over ('data', 'fsdp') (:meth:`local`, then
+        ``parallel.mesh.place_batch``: a collective)."""
+        placed = mesh_lib.place_batch(self.local(inputs), self.mesh)
         ids = placed["input_ids"]
         n = ids.shape[0]
         self.held.append(len({i for s in ids.addressable_shards
@@ -73,7 +97,7 @@ class Spread:
               f"{jax.process_count()})", file=sys.stderr, flush=True)
 
 
-def spread_for(family: str, batch_size: int) -> Spread | None:
+def spread_for(batch_size: int) -> Spread | None:
     """The :class:`Spread` of one evaluation call with batches of ``batch_size`` questions,
     or None with one process or without a command mesh (evaluation as on one process)."""
     mesh = mesh_lib.current()
@@ -81,8 +105,7 @@ def spread_for(family: str, batch_size: int) -> Spread | None:
         return None
     per = mesh.shape["data"] * mesh.shape["fsdp"]
     size = -(-int(batch_size) // per) * per
-    rows = mesh_lib.process_rows(mesh, size) if family == "llava" else None
-    return Spread(mesh, size, rows)
+    return Spread(mesh, size, mesh_lib.process_rows(mesh, size))
 
 
 def on_mesh(model: Any) -> Any:

@@ -27,7 +27,8 @@ import numpy as np
 
 from jaxunlearn.data import templates as T
 from jaxunlearn.data.pipeline import PipelineConfig, bucket_length, encode_record, qa_records
-from jaxunlearn.data.pipeline import blank_pixel_values, question_records
+from jaxunlearn.data.images import ClipImages
+from jaxunlearn.data.pipeline import blank_pixel_values, question_records, row_images
 from jaxunlearn.data.schema import LETTERS, Profile, Question
 from jaxunlearn.eval import metrics as M
 from jaxunlearn.eval import spmd
@@ -128,19 +129,23 @@ def _encode(records: Sequence[Record], tokenizer: Any, pipe: PipelineConfig,
     a block of rows, images are left for :func:`_batches` to read for those rows only."""
     if spread is None or spread.rows is None:
         return [encode_record(r, tokenizer, pipe) for r in records]
-    return [{**encode_record(r, tokenizer, pipe, images=False), "image_src": r["image"]}
-            for r in records]
+    return [{**encode_record(r, tokenizer, pipe, images=False), "image_src": r["image"],
+             "profile_id": r.get("profile_id")} for r in records]
 
 
 def _batches(examples: Sequence[dict], pipe: PipelineConfig, batch_size: int,
-             pad_id: int, rows: tuple[int, int] | None = None
+             pad_id: int, spread: spmd.Spread | None = None
              ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
     """(example indices, left-padded batch) grouped by length bucket, fixed batch size.
 
     Image inputs are in the HF processor's layout (see :mod:`jaxunlearn.data.images`); pass
-    them on with :func:`model_image_inputs`. With ``rows = (start, stop)`` (one process of
-    several, :mod:`jaxunlearn.eval.spmd`) a batch holds only those rows of the global batch,
-    and only their images are read (examples of :func:`_encode` with that spread)."""
+    them on with :func:`model_image_inputs`. When ``spread`` gives this process a block of
+    rows (one process of several, :mod:`jaxunlearn.eval.spmd`; examples of :func:`_encode`
+    with that spread) only those rows' images are decoded: a LLaVA batch holds only those
+    rows; a Qwen-VL / OneVision batch holds the whole global batch, its image layout built
+    from the image sizes (file headers) with zero pixels, and the decoded images of the
+    rows go to ``spread.images``, which ``spread.place`` puts in the prepared batch."""
+    rows = spread.rows if spread is not None else None
     buckets = pipe.buckets()
     groups: dict[int, list[int]] = {}
     for i, e in enumerate(examples):
@@ -163,10 +168,16 @@ def _batches(examples: Sequence[dict], pipe: PipelineConfig, batch_size: int,
             enc = pipe.encoder()
             if rows is None:
                 items = [examples[i].get("image") for i in rows_of]
-            else:  # this process's rows only, their images read here
+            elif isinstance(enc, ClipImages):  # this process's rows only, their images read here
                 batch = {k: v[rows[0]:rows[1]] for k, v in batch.items()}
                 src = [examples[i].get("image_src") for i in rows_of[rows[0]:rows[1]]]
                 items = [None if x is None else enc.encode(x) for x in src]
+            else:  # the batch's image layout from the sizes; this process's images decoded
+                src = [examples[i].get("image_src") for i in rows_of]
+                items = [None if x is None else enc.describe(x) for x in src]
+                spread.images = (row_images(src, items, enc, *rows,
+                                            [examples[i].get("profile_id") for i in rows_of])
+                                 if any(x is not None for x in src) else None)
             # images in the HF processor's layout (Model.host_inputs / generate prepare them)
             images = enc.collate(items, len(items))
             if not images and pipe.blank_images:  # text-only rows share the multimodal programs
@@ -210,7 +221,7 @@ def generate_answers(model: Any, tokenizer: Any, records: Sequence[Record],
         from jaxunlearn.modeling.generate import generate as generate_fn
     if not records:
         return []
-    spread = spmd.spread_for(pipe.family, batch_size)
+    spread = spmd.spread_for(batch_size)
     if spread is not None:
         model, batch_size = spmd.on_mesh(model), spread.batch_size
     placement = {"placement": spread} if spread is not None else {}
@@ -220,8 +231,7 @@ def generate_answers(model: Any, tokenizer: Any, records: Sequence[Record],
     answers: list[str | None] = [None] * len(records)
     for part in _by_modality(prompts):
         examples = _encode([prompts[i] for i in part], tokenizer, pipe, spread)
-        rows = spread.rows if spread is not None else None
-        for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad, rows), progress,
+        for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad, spread), progress,
                                       len(examples) // batch_size + 1, desc):
             images = model_image_inputs(batch)
             out = generate_fn(model, batch["input_ids"], batch["attention_mask"],
@@ -272,7 +282,7 @@ def answer_logprobs(model: Any, tokenizer: Any, records: Sequence[Record],
     """
     if not records:
         return np.zeros(0), np.zeros(0)
-    spread = spmd.spread_for(pipe.family, batch_size)
+    spread = spmd.spread_for(batch_size)
     if spread is not None:
         model, batch_size = spmd.on_mesh(model), spread.batch_size
     logp = np.zeros(len(records))
@@ -284,8 +294,7 @@ def answer_logprobs(model: Any, tokenizer: Any, records: Sequence[Record],
             for e in examples:
                 e["loss_mask"] = e["loss_mask"].copy()
                 e["loss_mask"][-1] = 0.0
-        rows = spread.rows if spread is not None else None
-        for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad, rows), progress,
+        for chunk, batch in _progress(_batches(examples, pipe, batch_size, pad, spread), progress,
                                       len(examples) // batch_size + 1, desc):
             images = model_image_inputs(batch)
             inputs = model.host_inputs(batch["input_ids"], batch["attention_mask"],
