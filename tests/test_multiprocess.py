@@ -128,7 +128,8 @@ def test_finetune_qwen_two_processes_equal_four_devices(world):
     permutations): each of 2 processes decodes the images of its rows only, the patches are
     joined across processes when placed; 3 steps (2 of them multimodal) equal 1 process x 4
     devices. Then `unlearn --method manu` on the result: statistics across the 2 processes,
-    each reading half of every batch, give the masks of one process."""
+    each reading half of every batch, give the masks of one process; and `evaluate` (each
+    process decoding its rows' images) writes the report of one process."""
     from jaxunlearn import session
     from jaxunlearn.config import load_config
     from jaxunlearn.data.pipeline import make_mixed_dataset, qa_records
@@ -163,6 +164,18 @@ def test_finetune_qwen_two_processes_equal_four_devices(world):
     for k in (k for k in m1.files if k.startswith("mask/")):
         np.testing.assert_array_equal(m2[k], m1[k])
     assert_read_share(two.stdout, passes=4)
+    # evaluate on Qwen2.5-VL: each process decodes the images of its rows, the patches are
+    # joined when placed; the report of one process, every number
+    ev = ["evaluate", "--model", str(root / "q4" / "model"), *DATA[:-1], *EVAL[:-1],
+          "eval.tasks=[classification,cloze]", "eval.judge_metrics=[]"]
+    two = launch([*ev, f"output.dir={root / 'qe2'}"])
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert main([*ev, f"output.dir={root / 'qe1'}"]) == 0
+    rec2, rec1 = (json.loads((root / d / "report.json").read_text())["records"]
+                  for d in ("qe2", "qe1"))
+    assert rec1 and rec2 == rec1
+    logged = [x for x in two.stdout.splitlines() if "per batch in this process" in x]
+    assert logged and all(": rows 2 of 4 per batch" in x for x in logged), logged
 
 
 def test_unlearn_npo_and_manu_two_processes_equal_one(world, finetuned):
