@@ -55,16 +55,16 @@ _WORLD = dataclasses.asdict(TinyWorldConfig(seed=0, n_profiles=20, n_celebrities
 # models; a 1M-parameter model trained from scratch needs larger steps.
 _GRAD = {"batch_size": 8, "progress": False, "schedule": "constant", "subset": "llm"}
 METHODS = {
-    "ga": {**_GRAD, "lr": 5e-4, "epochs": 1},
-    "grad_diff": {**_GRAD, "lr": 1e-3, "epochs": 1},
-    "kl_min": {**_GRAD, "lr": 1e-3, "epochs": 1},
-    "npo": {**_GRAD, "lr": 5e-4, "epochs": 1},
+    "ga": {**_GRAD, "lr": 1e-3, "epochs": 1},
+    "grad_diff": {**_GRAD, "lr": 5e-4, "epochs": 1},
+    "kl_min": {**_GRAD, "lr": 5e-4, "epochs": 1},
+    "npo": {**_GRAD, "lr": 1e-3, "epochs": 1},
     "idk": {**_GRAD, "lr": 5e-4, "epochs": 1},
     # the paper formulation barely separates forget from retain neurons on a model this small
     "manu": {"alpha": 0.1, "formulation": "official", "progress": False},
     # SMFA trains a LoRA adapter (r = 8, alpha = 16) on the LLM
     "smfa": {**_GRAD, "subset": "all", "lora": True, "lora_rank": 8, "lora_alpha": 16.0,
-             "lr": 3e-3, "epochs": 4},
+             "lr": 1e-2, "epochs": 4},
     # vision-only: prune 20% of the vision neurons by I_u, then a long, strong forget term
     "vkd": {**_GRAD, "subset": "projector+vision_mlp", "deeper_half": True, "lr": 1e-2,
             "epochs": 30, "alpha": 5.0, "prune_fraction": 0.2},
@@ -73,13 +73,13 @@ METHODS = {
 # points, each a runtime value of the compiled train step (lr, epochs, loss weights) or, for
 # MANU, of the pruning; the `selection` rule below picks the point.
 GRIDS = {
-    "ga": {"lr": [5e-4, 1e-3, 1.5e-3, 2e-3]},
-    "grad_diff": {"lr": [5e-4, 1e-3, 1.5e-3, 2e-3]},
-    "kl_min": {"lr": [5e-4, 1e-3, 1.5e-3, 2e-3]},
-    "npo": {"lr": [5e-4, 1e-3, 1.5e-3, 2e-3]},
-    "idk": {"lr": [5e-4, 1e-3, 1.5e-3, 2e-3]},
-    "manu": {"alpha": [0.05, 0.1, 0.3]},
-    "smfa": {"lr": [1e-3, 3e-3, 1e-2]},
+    "ga": {"lr": [5e-4, 7.5e-4, 1e-3, 1.5e-3]},
+    "grad_diff": {"lr": [5e-4, 7.5e-4, 1e-3, 1.5e-3]},
+    "kl_min": {"lr": [5e-4, 7.5e-4, 1e-3, 1.5e-3]},
+    "npo": {"lr": [5e-4, 7.5e-4, 1e-3, 1.5e-3]},
+    "idk": {"lr": [5e-4, 7.5e-4, 1e-3, 1.5e-3]},
+    "manu": {"alpha": [0.1, 0.2, 0.3]},
+    "smfa": {"lr": [3e-3, 1e-2, 3e-2]},
     "vkd": {"lr": [1e-2, 3e-2]},
 }
 # the selection rule of the sweeps (`eval.sweep.SelectionRule`): the largest drop of the forget
