@@ -84,3 +84,39 @@ def test_control_black_image_is_near_chance(demo_report):
     black = _value(recs, "vanilla", "forget_black_image", "classification", "multi",
                    "rotated_accuracy")
     assert black <= 0.40, black
+
+
+def test_full_demo_path_sweeps_and_keeps_the_selected_point(demo_report, tmp_path):
+    """The full demo's path on the quick demo's vanilla model: `manu` swept over two alphas
+    (no training: cheap) through `eval.sweep.run_sweep`, the point the rule selects kept as
+    the method's model (its cloze records equal the sweep's records of that point), the
+    setting and how it was chosen in the report, one frontier figure per modality."""
+    import shutil
+
+    src, _ = demo_report
+    out = tmp_path / "demo"
+    for part in ("data", "tokenizer", "models/base", "models/vanilla"):
+        shutil.copytree(src / part, out / part)
+    assert main(["demo", "--quick", "--out", str(out), "sweep=true", "run=[manu]",
+                 "grids.manu.alpha=[0.05,0.5]"]) == 0
+    sweep = json.loads((out / "models" / "manu" / "sweep" / "sweep.json").read_text())
+    assert [p["settings"]["method.options.alpha"] for p in sweep["points"]] == [0.05, 0.5]
+    report = json.loads((out / "models" / "manu" / "unlearn_report.json").read_text())
+    used = report["sweep"]["used"]
+    assert report["options"]["alpha"] == sweep["points"][used]["settings"][
+        "method.options.alpha"]
+    if sweep["selected"] is not None:
+        assert used == sweep["selected"]
+    points = [json.loads(line) for line in
+              (out / "models" / "manu" / "sweep" / "points.jsonl").read_text().splitlines()]
+    swept = {(r["set"], r["modality"], r["metric"]): r["value"]
+             for r in next(p for p in points if p["index"] == used)["records"]
+             if r["task"] == "cloze"}
+    final = {(r["set"], r["modality"], r["metric"]): r["value"]
+             for r in json.loads((out / "eval" / "manu.json").read_text())
+             if r["task"] == "cloze" and r["set"] in ("forget", "retain", "celebrity")}
+    assert swept and final == swept
+    md = (out / "report" / "report.md").read_text()
+    assert "sweep over alpha [0.05, 0.5] (2 points; rule: largest drop of forget cloze" in md
+    for mod in ("multi", "text"):
+        assert (out / "report" / f"frontier_{mod}.png").stat().st_size > 1000

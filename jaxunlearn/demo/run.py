@@ -15,14 +15,22 @@ Stages (each writes its output atomically; a rerun skips finished stages, `--fre
               questions, transformed images) is never trained on.
 5. unlearn    each method on the forget_10 split, OUT/models/<method> (HF exports); the
               forget (and retain) set a method sees is all of its people's training data in
-              every trained format (`UnlearnData.question_kinds`)
+              every trained format (`UnlearnData.question_kinds`). With `sweep` (the full
+              demo), each method with a grid in `grids` runs over it (`eval.sweep.run_sweep`:
+              one compiled train step per grid, every point evaluated on `sweep_tasks`) and the
+              point the `selection` rule picks is the method's model; the sweep's files are in
+              OUT/models/<method>/sweep. `--quick` runs single points (`methods`): the points
+              the full demo's sweeps selected (`METHOD_NOTES` says which grid and rule)
 6. evaluate   every model on Forget / Test / Retain / Celebrity x tasks x modality;
               classification also with rotated options (`circular_accuracy`: correct in all
               4 rotations); vanilla also on the controls (forget images replaced by a black
               image or another person's image)
 7. report     OUT/report/{report.json, report.md, *.png}: the benchmark table, the demo
               table (rotation-robust classification and cloze) with the target check, and
-              every method's setting and how it was chosen; the tables are printed
+              every method's setting and how it was chosen; after sweeps also every method's
+              frontier overlaid, one figure per modality (frontier_multi.png,
+              frontier_text.png) and OUT/report/frontiers/ (`jaxunlearn report`'s overlay);
+              the tables are printed
 """
 
 from __future__ import annotations
@@ -47,41 +55,59 @@ _WORLD = dataclasses.asdict(TinyWorldConfig(seed=0, n_profiles=20, n_celebrities
 # models; a 1M-parameter model trained from scratch needs larger steps.
 _GRAD = {"batch_size": 8, "progress": False, "schedule": "constant", "subset": "llm"}
 METHODS = {
-    "ga": {**_GRAD, "lr": 5e-4, "epochs": 1},
-    "grad_diff": {**_GRAD, "lr": 1e-3, "epochs": 1},
-    "kl_min": {**_GRAD, "lr": 1e-3, "epochs": 1},
-    "npo": {**_GRAD, "lr": 5e-4, "epochs": 1},
-    "idk": {**_GRAD, "lr": 5e-4, "epochs": 1},
+    "ga": {**_GRAD, "lr": 1e-3, "epochs": 1},
+    "grad_diff": {**_GRAD, "lr": 5e-4, "epochs": 1},
+    "kl_min": {**_GRAD, "lr": 5e-4, "epochs": 1},
+    "npo": {**_GRAD, "lr": 1e-3, "epochs": 1},
+    "idk": {**_GRAD, "lr": 7.5e-4, "epochs": 1},
     # the paper formulation barely separates forget from retain neurons on a model this small
-    "manu": {"alpha": 0.1, "formulation": "official", "progress": False},
+    "manu": {"alpha": 0.2, "formulation": "official", "progress": False},
     # SMFA trains a LoRA adapter (r = 8, alpha = 16) on the LLM
     "smfa": {**_GRAD, "subset": "all", "lora": True, "lora_rank": 8, "lora_alpha": 16.0,
-             "lr": 3e-3, "epochs": 4},
+             "lr": 1e-2, "epochs": 4},
     # vision-only: prune 20% of the vision neurons by I_u, then a long, strong forget term
     "vkd": {**_GRAD, "subset": "projector+vision_mlp", "deeper_half": True, "lr": 1e-2,
-            "epochs": 100, "alpha": 5.0, "prune_fraction": 0.2},
+            "epochs": 30, "alpha": 5.0, "prune_fraction": 0.2},
 }
-# method -> how its setting above was chosen (printed in the demo report beside the setting).
-# The points were compared by hand on the quick demo's vanilla model (forget / retain /
-# celebrity cloze and generation ROUGE-L, both modalities), each method's other keys as above;
-# the selection rule: the largest forget drop that keeps retain and celebrity.
+# method -> the grid the full demo sweeps (on top of the method's entry in METHODS): 2-4
+# points, each a runtime value of the compiled train step (lr, epochs, loss weights) or, for
+# MANU, of the pruning; the `selection` rule below picks the point.
+GRIDS = {
+    "ga": {"lr": [5e-4, 7.5e-4, 1e-3, 1.5e-3]},
+    "grad_diff": {"lr": [5e-4, 7.5e-4, 1e-3, 1.5e-3]},
+    "kl_min": {"lr": [5e-4, 7.5e-4, 1e-3, 1.5e-3]},
+    "npo": {"lr": [5e-4, 7.5e-4, 1e-3, 1.5e-3]},
+    "idk": {"lr": [5e-4, 7.5e-4, 1e-3, 1.5e-3]},
+    "manu": {"alpha": [0.1, 0.2, 0.3]},
+    "smfa": {"lr": [3e-3, 1e-2, 3e-2]},
+    "vkd": {"lr": [1e-2, 3e-2]},
+}
+# the selection rule of the sweeps (`eval.sweep.SelectionRule`): the largest drop of the forget
+# set's `metric` (mean over both modalities) among the points whose retain and celebrity
+# scores keep `keep` x vanilla's
+SELECTION = {"metric": "cloze/accuracy", "keep": 0.9, "guards": ["retain", "celebrity"]}
+# method -> where its single point in METHODS (what `--quick` runs) comes from: the point the
+# full demo's sweep selected (`jaxunlearn demo`, 2026-11-30; cloze accuracy, mean of both
+# modalities, vanilla -> selected point)
+_SEL = "selected by the full demo's sweep (rule: largest forget cloze drop with retain and " \
+       "celebrity >= 0.9 x vanilla, mean of both modalities) over "
 METHOD_NOTES = {
-    "ga": "epochs 1, 2, 5 at lr 5e-4: 1 (2 and more also wipe retain generation)",
-    "grad_diff": "epochs 1, 2, 4 at lr 1e-3: 1, the gentlest (every point lowers celebrity "
-                 "and text retain cloze)",
-    "kl_min": "epochs 1, 2, 4 at lr 1e-3: 1 (2 and more also wipe retain generation and text "
-              "cloze)",
-    "npo": "epochs 1, 2, 5 at lr 5e-4: 1 (2 and more also wipe retain generation)",
-    "idk": "lr 5e-4 x 1 epoch, lr 1e-3 x 1, 2, 5 epochs: lr 5e-4 x 1 (every other point "
-           "turns retain answers into refusals too)",
-    "manu": "alpha 0.05, 0.1, 0.3 (official formulation) and 0.1 (paper formulation): 0.1 "
-            "official (0.05 acts alike; 0.3 and the paper formulation also lower text retain "
-            "cloze)",
-    "smfa": "lr 1e-3 x 8, 3e-3 x 4 and x 8, 1e-2 x 8 epochs, k 0.5 and 1: lr 3e-3 x 4, k 1 "
-            "(every point lowers celebrity cloze)",
-    "vkd": "the setting measured to forget in the earlier demo world (lr 1e-2, 100 epochs, "
-           "alpha 5, prune_fraction 0.2: multimodal forget ROUGE-L .94 -> .00-.05 over 3 "
-           "seeds, retain unchanged); the default lr 1e-3 x 20 epochs moved nothing",
+    "ga": _SEL + "lr 5e-4, 7.5e-4, 1e-3, 1.5e-3: lr 1e-3 (forget .75 -> .62, retain .66 -> "
+                 ".62, celebrity .56 -> .56)",
+    "grad_diff": _SEL + "lr 5e-4, 7.5e-4, 1e-3, 1.5e-3: lr 5e-4 (forget .75 -> .75: every "
+                        "point that forgets lowers celebrity below .9 x vanilla)",
+    "kl_min": _SEL + "lr 5e-4, 7.5e-4, 1e-3, 1.5e-3: lr 5e-4 (forget .75 -> .75: every point "
+                     "that forgets lowers celebrity below .9 x vanilla)",
+    "npo": _SEL + "lr 5e-4, 7.5e-4, 1e-3, 1.5e-3: lr 1e-3 (forget .75 -> .62, retain .66 -> "
+                  ".69, celebrity .56 -> .53)",
+    "idk": _SEL + "lr 5e-4, 7.5e-4, 1e-3, 1.5e-3: lr 7.5e-4 (forget .75 -> .62, retain .66 -> "
+                  ".66, celebrity .56 -> .56)",
+    "manu": _SEL + "alpha 0.1, 0.2, 0.3: alpha 0.2 (forget .75 -> .50, retain .66 -> .66, "
+                   "celebrity .56 -> .53)",
+    "smfa": _SEL + "lr 3e-3, 1e-2, 3e-2 (4 epochs): lr 1e-2 (forget .75 -> .62, retain .66 -> "
+                   ".62, celebrity .56 -> .53)",
+    "vkd": _SEL + "lr 1e-2, 3e-2 (30 epochs): lr 1e-2 (forget .75 -> .75: no point moves "
+                  "cloze; 30 epochs instead of the earlier 100 to keep the demo's time)",
 }
 DEMO_DEFAULTS = {
     "world": _WORLD,
@@ -102,7 +128,12 @@ DEMO_DEFAULTS = {
     "max_questions": 24,
     "run": list(METHODS),
     "methods": METHODS,
+    "sweep": True,
+    "grids": GRIDS,
+    "selection": SELECTION,
+    "sweep_tasks": ["cloze"],
     "quick": {
+        "sweep": False,
         "world": {**_WORLD, "n_profiles": 10, "n_celebrities": 4, "vocab_size": 768},
         "n_eval": [2, 2, 1],
         "bucket_size": 152,  # the smaller vocabulary makes the longest prompt 149 tokens
@@ -124,8 +155,9 @@ def demo_setting(config: str | Path | None = None, overrides: Sequence[str] = ()
     # every registered method has an entry (its defaults unless tuned above); the options
     # inside an entry are checked by the method registry, not by the config loader
     names = available()
-    defaults = {**DEMO_DEFAULTS, "methods": {n: dict(METHODS.get(n, {})) for n in names}}
-    free_form = frozenset(("methods", n) for n in names)
+    defaults = {**DEMO_DEFAULTS, "methods": {n: dict(METHODS.get(n, {})) for n in names},
+                "grids": {n: dict(GRIDS.get(n, {})) for n in names}}
+    free_form = frozenset((sec, n) for sec in ("methods", "grids") for n in names)
     # order: defaults <- file <- quick.* overrides <- quick section (with --quick) <- the rest
     # of the overrides, so `--quick vanilla_epochs=12` means 12
     quick_overrides = [o for o in overrides if o.strip().startswith("quick.")]
@@ -143,7 +175,31 @@ def demo_setting(config: str | Path | None = None, overrides: Sequence[str] = ()
         options, train = split_settings(name, cfg["methods"][name])
         resolve_options(spec, options)  # unknown / mistyped keys fail before any stage runs
         build(TrainConfig, train, f"methods.{name}")
+        if cfg["sweep"] and cfg["grids"][name]:
+            from jaxunlearn.eval.sweep import grid_points
+            try:
+                grid_points(name, cfg["grids"][name], options, train)
+            except ValueError as e:
+                raise ValueError(f"grids.{name}: {e}") from None
+    if cfg["sweep"]:
+        _selection_rule(cfg)
     return cfg
+
+
+def _selection_rule(setting: dict):
+    """The sweeps' `SelectionRule` from the setting's `selection` (one error naming it)."""
+    from jaxunlearn.eval.sweep import SelectionRule
+
+    sel = setting["selection"]
+    try:
+        rule = SelectionRule(metric=sel["metric"], keep=float(sel["keep"]),
+                             guards=tuple(sel["guards"]))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"selection: {e}") from None
+    if rule.task not in setting["sweep_tasks"]:
+        raise ValueError(f"selection.metric {rule.metric} needs task {rule.task!r} in "
+                         f"sweep_tasks {setting['sweep_tasks']}")
+    return rule
 
 
 def _log(msg: str) -> None:
@@ -172,6 +228,11 @@ def _check_same_setting(path: Path, setting: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _fresh_tmp(final: Path) -> Path:
@@ -279,17 +340,62 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
     vanilla_dir = stage("vanilla", out / "models" / "vanilla", build_vanilla)
     vanilla = load_pretrained(vanilla_dir / "hf")
 
-    # 5. unlearning
+    # 5. unlearning (full demo: a sweep per method, its selected point kept)
+    from jaxunlearn.eval.evaluate import Evaluator, benchmark_sets
+    from jaxunlearn.eval.tasks import EvalConfig
     from jaxunlearn.methods.base import UnlearnData, run_method, split_settings
 
     data = UnlearnData(tok, dataclasses.replace(pipe, batch_size=8), bench.split("forget_10"),
                        bench.split("retain_90"), [*bench.profiles, *bench.celebrities],
                        question_kinds=kinds)
+    sets = benchmark_sets(bench, "forget_10", "retain_90", max_profiles=setting["eval_profiles"])
+    evaluator = Evaluator(vanilla, tok, pipe, EvalConfig(max_questions=setting["max_questions"],
+                                                         batch_size=16,
+                                                         rotations=setting["rotations"],
+                                                         likelihood=setting["likelihood"]))
+    sweep_ref: list[dict] = []  # the vanilla model's sweep records, evaluated once
+
+    def sweep_method(tmp: Path, name: str, overrides: dict) -> dict:
+        """Sweep `name` over its grid into tmp/sweep; the selected point's result."""
+        from jaxunlearn.eval.sweep import grid_points, run_sweep
+
+        options, train = split_settings(name, overrides)
+        points = grid_points(name, setting["grids"][name], options, train)
+        rule = _selection_rule(setting)
+        kept: dict[int, object] = {}
+        sweep_sets = {k: v for k, v in sets.items() if k != "test"}
+        res = run_sweep(evaluator, name, points, sweep_sets, data, rule=rule,
+                        tasks=setting["sweep_tasks"], out_dir=_mkdir(tmp / "sweep"),
+                        log=lambda line: _log(f"  {line}"), reference=sweep_ref or None,
+                        on_point=lambda i, r: kept.__setitem__(i, r))
+        if not sweep_ref:
+            sweep_ref.extend(r for r in res.records if r["method"] == "vanilla")
+        doc = res.doc
+        chosen = doc["selected"]
+        how = "selected by the rule"
+        if chosen is None:  # no point keeps the guards: show the one that keeps them best
+            chosen = max(doc["points"], key=lambda p: (
+                min(p["scores"].get(g, {}).get("mean", 0.0) for g in rule.guards),
+                -p["scores"][rule.forget]["mean"]))["index"]
+            how = "no point met the rule's guards; the one keeping retain / celebrity best"
+        shown = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in points[chosen]["settings"].items())
+        grid = ", ".join(f"{k} {v}" for k, v in setting["grids"][name].items())
+        result = kept[chosen]
+        result.report["sweep"] = {"grid": setting["grids"][name], "rule": rule.describe(),
+                                  "selected": doc["selected"], "used": chosen,
+                                  "settings": points[chosen]["settings"],
+                                  "note": f"sweep over {grid} ({len(points)} points; rule: "
+                                          f"{rule.describe()}): {shown}, {how}"}
+        return result
+
     method_reports = {}
     for name, overrides in methods.items():
         def build_method(tmp, name=name, overrides=overrides):
-            options, train = split_settings(name, overrides)
-            result = run_method(name, vanilla, data, options, train=train)
+            if setting["sweep"] and setting["grids"].get(name):
+                result = sweep_method(tmp, name, overrides)
+            else:
+                options, train = split_settings(name, overrides)
+                result = run_method(name, vanilla, data, options, train=train)
             save_model(result.model(vanilla), tmp)
             result.save(tmp)
             (tmp / "unlearn_report.json").write_text(json.dumps(result.report, indent=2,
@@ -298,14 +404,6 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
         method_reports[name] = json.loads((path / "unlearn_report.json").read_text())
 
     # 6. evaluation
-    from jaxunlearn.eval.evaluate import Evaluator, benchmark_sets
-    from jaxunlearn.eval.tasks import EvalConfig
-
-    sets = benchmark_sets(bench, "forget_10", "retain_90", max_profiles=setting["eval_profiles"])
-    evaluator = Evaluator(vanilla, tok, pipe, EvalConfig(max_questions=setting["max_questions"],
-                                                         batch_size=16,
-                                                         rotations=setting["rotations"],
-                                                         likelihood=setting["likelihood"]))
     records = []
     for name in ["vanilla", *methods]:
         path = out / "eval" / f"{name}.json"
@@ -330,14 +428,19 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
 
     # 7. report
     report = write_demo_report(out / "report", records, vanilla, setting, method_reports,
-                               timings, quick)
+                               timings, quick,
+                               sweeps={n: out / "models" / n / "sweep" for n in methods
+                                       if (out / "models" / n / "sweep" / "sweep.json")
+                                       .is_file()})
     _log(f"total {time.perf_counter() - t_start:.1f} s; report in {out / 'report'}")
     print(report["markdown"])
     return report
 
 
 def write_demo_report(report_dir: Path, records, model, setting, method_reports, timings,
-                      quick) -> dict:
+                      quick, sweeps: dict[str, Path] | None = None) -> dict:
+    """report.json / report.md / figures in `report_dir`; with `sweeps` (method -> sweep
+    directory) also every method's frontier overlaid, one figure per modality."""
     from jaxunlearn.eval import plots
     from jaxunlearn.eval.report import markdown_table, model_fingerprint, write_run_report
 
@@ -349,8 +452,14 @@ def write_demo_report(report_dir: Path, records, model, setting, method_reports,
     write_run_report(report_dir, config, model_fingerprint(model), records)
     from jaxunlearn.demo.summary import demo_table
 
-    settings = {m: setting["methods"][m] for m in method_reports}
-    demo_md = demo_table(records, settings, METHOD_NOTES)
+    settings, notes = {}, {}
+    for m, rep in method_reports.items():
+        chosen = {k.split(".")[-1]: v for k, v in rep.get("sweep", {}).get("settings", {}).items()}
+        settings[m] = {**setting["methods"][m], **chosen}
+        notes[m] = rep["sweep"]["note"] if "sweep" in rep else METHOD_NOTES.get(m, "")
+    demo_md = demo_table(records, settings, notes)
+    if sweeps:
+        demo_md += "\n" + _frontier_figures(report_dir, sweeps)
     md = demo_md + "\n## Benchmark tables (single option order)\n\n" + markdown_table(
         records, vanilla="vanilla")
     (report_dir / "report.md").write_text("# jaxunlearn demo\n\n" + md)
@@ -368,3 +477,24 @@ def write_demo_report(report_dir: Path, records, model, setting, method_reports,
     except ValueError:
         pass
     return {"records": records, "markdown": md, "dir": str(report_dir)}
+
+
+def _frontier_figures(report_dir: Path, sweeps: dict[str, Path]) -> str:
+    """Every method's sweep frontier overlaid: `frontiers/` (`jaxunlearn report`'s overlay,
+    all modalities) and one figure per modality, `frontier_<modality>.png`; returns the
+    markdown of the selected points."""
+    from jaxunlearn.eval.plots import plot_frontiers
+    from jaxunlearn.eval.sweep import overlay_frontiers
+
+    over = overlay_frontiers(list(sweeps.values()), report_dir / "frontiers")
+    paths = []
+    for mod in ("multi", "text"):
+        data = {label: {mod: fr[mod]} for label, fr in over["data"].items() if mod in fr}
+        if data:
+            path = report_dir / f"frontier_{mod}.png"
+            plot_frontiers(data, path, title=f"sweep frontiers, {mod} (selected points ringed)")
+            paths.append(path.name)
+    return ("## Sweeps: frontiers and selected points\n\n"
+            f"Figures: {', '.join(paths)} (forget against retain score of every grid point, "
+            "the starting model as a star); every sweep's files are in models/<method>/sweep."
+            "\n\n" + over["markdown"])

@@ -254,14 +254,19 @@ def run_sweep(ev: Evaluator, method: str, points: Sequence[Mapping[str, Any]], s
               unlearn_data: Any, *, rule: SelectionRule = SelectionRule(),
               tasks: Sequence[str] | None = None, modalities: Sequence[str] = ("multi", "text"),
               out_dir: str | os.PathLike | None = None,
-              log: Callable[[str], None] | None = None) -> SweepResult:
+              log: Callable[[str], None] | None = None,
+              reference: Sequence[Mapping] | None = None,
+              on_point: Callable[[int, Any], None] | None = None) -> SweepResult:
     """Evaluate `ev.model` (the reference), then unlearn and evaluate every point of
     `points` (from `grid_points`) with `unlearn_data` (`methods.base.UnlearnData`).
 
     `tasks` default to the rule's task. With `out_dir`, finished points are appended to
     `out_dir/points.jsonl` and a rerun on the same directory skips them (resume), and the
     sweep's files are written there at the end (`write_sweep`). `log` gets one line per
-    point (default: stderr)."""
+    point (default: stderr). `reference`: the starting model's records (row `vanilla`, the
+    same sets, tasks and modalities) when they are already evaluated, e.g. by another sweep
+    from the same model. `on_point(index, result)` gets every newly trained point's
+    `MethodResult` (e.g. to keep the selected point's model without training it again)."""
     from jaxunlearn.methods.base import run_method
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -279,6 +284,10 @@ def run_sweep(ev: Evaluator, method: str, points: Sequence[Mapping[str, Any]], s
     records: list[dict] = []
     if "reference" in done:
         records += done["reference"]["records"]
+    elif reference is not None:
+        recs = [dict(r) for r in reference if r.get("method") == "vanilla"]
+        records += recs
+        _append_point(out_dir, {"index": "reference", "records": recs})
     else:
         t0 = time.perf_counter()
         recs = ev.records(sets, tasks=tasks, modalities=modalities, method="vanilla")
@@ -303,6 +312,8 @@ def run_sweep(ev: Evaluator, method: str, points: Sequence[Mapping[str, Any]], s
             pev = ev.with_model(result.model(ev.model), system_prompt=prompt)
             t1 = time.perf_counter()
             recs = pev.records(sets, tasks=tasks, modalities=modalities, method=label)
+            if on_point is not None:
+                on_point(i, result)
             del result, pev
             row = {"index": i, "settings": p["settings"], "records": recs,
                    "train_seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1,
