@@ -53,7 +53,7 @@ def run_steps(model, batch, n_steps, mesh=None, subset="all", grad_accum=1):
     mask = subsets.trainable_mask(model.params, subset)
     params = model.params
     if mesh is not None:
-        params = mesh_lib.shard_params(params, model.logical_axes, mesh)
+        params = mesh_lib.place_params(params, model.logical_axes, mesh)
     trainable, frozen = subsets.split_params(params, mask)
     # AdamW normalises each update by sqrt(v): for an entry whose gradient is ~1e-8 the
     # update is sign-like, so reduction-order noise (different on each mesh) would flip it.
@@ -63,7 +63,7 @@ def run_steps(model, batch, n_steps, mesh=None, subset="all", grad_accum=1):
     loss = finetune.make_nll_loss(model.graphdef)
     kwargs = {}
     if mesh is not None:
-        batch = mesh_lib.shard_batch(batch, mesh)
+        batch = mesh_lib.place_batch(batch, mesh)
         frozen = jax.tree.map(lambda x: x, frozen)
         kwargs = dict(state_shardings=shardings_of(state), frozen_shardings=shardings_of(frozen),
                       batch_shardings=shardings_of(batch))

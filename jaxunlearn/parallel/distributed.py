@@ -134,7 +134,7 @@ def watch_peers(timeout: float) -> None:
     resume = "rerun the same command on every host to resume from the last complete checkpoint"
 
     def stop(why: str, fix: str = resume) -> None:
-        if _STATE.get("finished") is not None:  # this process is already on its way out
+        if "finished" in _STATE:  # this process is already on its way out
             return
         print(f"error: {_STATE['where']}: {why}; stopped ({fix})", file=sys.stderr, flush=True)
         os._exit(3)
@@ -193,7 +193,7 @@ def mark_finished(status: int | None) -> None:
     (None: an uncaught exception) = with an error (they stop at once instead of waiting).
     A non-zero `status` then ends this process with it (None: with 1), since JAX's exit-time
     shutdown barrier would wait for, and abort on, peers that are stopping too."""
-    if not _STATE["initialized"] or _STATE.get("finished") is not None:
+    if not _STATE["initialized"] or "finished" in _STATE:
         return
     _STATE["finished"] = status
     try:

@@ -123,45 +123,8 @@ def param_shardings(params: Mapping[str, Any], logical_axes: Mapping[str, tuple]
     return out
 
 
-def shard_params(params: Mapping[str, Any], logical_axes: Mapping[str, tuple], mesh: Mesh,
-                 rules: Mapping = RULES) -> dict[str, jax.Array]:
-    shardings = param_shardings(params, logical_axes, mesh, rules)
-    return {k: jax.device_put(v, shardings[k]) for k, v in params.items()}
-
-
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
-
-
-def shard_batch(batch: Mapping[str, Any], mesh: Mesh | None) -> dict[str, jax.Array]:
-    """Place a host batch on the mesh, split over ('data', 'fsdp') on axis 0. On several hosts
-    each host passes its own slice (the global batch is assembled from all of them).
-
-    Entries not indexed by example row (Qwen-VL patches and M-RoPE positions, OneVision crop
-    slots: `modeling.model.shared_input_keys`) are replicated. On several hosts such a batch
-    must be a `ProcessRows` (`data.pipeline.PipelineConfig.rows`), whose shared entries are
-    the global batch's: it is placed by `place_batch`."""
-    from jaxunlearn.modeling.model import shared_input_keys
-
-    if mesh is None:
-        return {k: jax.numpy.asarray(v) for k, v in batch.items()}
-    if isinstance(batch, ProcessRows):
-        return place_batch(batch, mesh)
-    shared = set(shared_input_keys(batch))
-    if shared and jax.process_count() > 1:
-        raise ValueError(f"batch entries {sorted(shared)} hold the images of the whole batch "
-                         "(Qwen-VL / LLaVA-OneVision), which cannot be assembled from per-host "
-                         "row slices; build the batches with data.pipeline.PipelineConfig.rows "
-                         "(this process's rows, the shared entries joined across processes)")
-    out = {}
-    for k, v in batch.items():
-        v = np.asarray(v)
-        sharding = (NamedSharding(mesh, P()) if k in shared else batch_sharding(mesh, v.ndim))
-        if jax.process_count() > 1:
-            out[k] = jax.make_array_from_process_local_data(sharding, v)
-        else:
-            out[k] = jax.device_put(v, sharding)
-    return out
 
 
 def _rows_spec(mesh: Mesh, shape: tuple) -> P:

@@ -235,7 +235,7 @@ def neuron_stats_multi(model, batches: Iterable[Mapping[str, Any]], variants: li
         keep = mesh_lib.same_rows(batch, {k: v for k, v in batch.items()
                                           if k in _BATCH_KEYS or k in _model_keys(batch)})
         placed = (mesh_lib.place_batch(keep, mesh) if mesh is not None
-                  else mesh_lib.shard_batch(keep, None))
+                  else {k: jnp.asarray(v) for k, v in keep.items()})
         accs = step(params, accs, placed)
     count.log(desc)
     return [distributed.to_host(a) for a in accs]
