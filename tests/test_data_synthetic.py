@@ -165,3 +165,33 @@ def test_people_distractors_and_trained_question_formats() -> None:
     assert len(letters) > 1  # a new option order per epoch seed
     once = trained_question_records([p], "llava", ("classification",), seed=5)
     assert once == trained_question_records([p], "llava", ("classification",), seed=5)
+
+
+def test_trained_classification_repeats_draw_their_own_orders() -> None:
+    """`repeats=R` gives every classification question R times per call, each in its own
+    random option order with the letter of the same right option; the first draw of R = 1 is
+    unchanged, other kinds are not repeated, and R != 1 with the 4 rotations is an error."""
+    import re
+
+    from jaxunlearn.data.pipeline import trained_question_records
+
+    bench = generate_benchmark(SynthConfig(seed=3, n_profiles=6, n_celebrities=2,
+                                           image_size=16, distractors="people"))
+    p = bench.profiles[0]
+    kinds = ("classification", "cloze")
+    one = trained_question_records([p], "llava", kinds, seed=11)
+    many = trained_question_records([p], "llava", kinds, seed=11, repeats=5)
+    cls = [q for q in p.eval_questions if q.kind == "classification"]
+    assert len(many) == len(one) + 4 * len(cls)
+    assert [r for r in many if r["kind"] == "cloze"] == [r for r in one if r["kind"] == "cloze"]
+    assert many[0] == one[0]  # the first order of the first question is the R = 1 draw
+    for i, q in enumerate(cls):
+        recs = many[5 * i:5 * i + 5]
+        assert len({r["prompt"] for r in recs}) > 1  # its own orders
+        for r in recs:  # the answer letter names the right option in that order
+            chosen = re.search(rf"\n{r['answer']}: (.*)\n", r["prompt"]).group(1)
+            assert chosen == q.answer_text
+    with pytest.raises(ValueError, match="repeats"):
+        trained_question_records([p], "llava", kinds, repeats=2)
+    with pytest.raises(ValueError, match="repeats"):
+        trained_question_records([p], "llava", kinds, seed=1, repeats=0)

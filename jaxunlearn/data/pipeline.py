@@ -91,18 +91,32 @@ def question_records(profiles: Iterable[Profile], family: str, which: str = "eva
     return out
 
 
+# how a trained classification question is answered: "B" or "B: <the option>"
+CLASSIFICATION_ANSWERS = ("letter", "letter_option")
+
+
 def trained_question_records(profiles: Iterable[Profile], family: str, kinds: Sequence[str],
                              modality: str | None = None, *, seed: int | None = None,
+                             repeats: int = 1, classification_answer: str = "letter",
                              **prompt_kw: Any) -> list[Record]:
     """Evaluation questions of ``kinds`` as *training* records (a model trained on them, such
     as the demo's, must have them in its forget / retain data too).
 
     Classification questions come with their options reordered, so that no letter can be
     memorised: ``seed=None`` gives every question in all 4 cyclic rotations
-    (:meth:`Question.rotated`); an int gives one random order per question drawn from
-    ``seed`` (a new one each epoch when the seed is the epoch's)."""
+    (:meth:`Question.rotated`); an int gives ``repeats`` random orders per question drawn
+    from ``seed`` (new ones each epoch when the seed is the epoch's). Their answer is the
+    letter (``classification_answer="letter"``: ``B``) or the letter and the option as the
+    prompt shows it (``"letter_option"``: ``B: Vellmouth``; the benchmark's rule reads the
+    first character either way)."""
     from jaxunlearn.data.schema import LETTERS, Question
 
+    if repeats < 1 or (seed is None and repeats != 1):
+        raise ValueError(f"repeats must be >= 1 (and 1 with seed=None: all 4 rotations), "
+                         f"got {repeats}")
+    if classification_answer not in CLASSIFICATION_ANSWERS:
+        raise ValueError(f"classification_answer must be one of {CLASSIFICATION_ANSWERS}, got "
+                         f"{classification_answer!r}")
     rng = None if seed is None else np.random.default_rng([seed, 7])
     out = []
     for p in profiles:
@@ -114,14 +128,19 @@ def trained_question_records(profiles: Iterable[Profile], family: str, kinds: Se
                 if rng is None:
                     variants = [q.rotated(s) for s in range(len(LETTERS))]
                 else:
-                    order = [int(i) for i in rng.permutation(len(q.options))]
-                    options = [q.options[i] for i in order]
-                    variants = [Question(q.kind, q.modality, q.question,
-                                         LETTERS[order.index(LETTERS.index(q.answer))],
-                                         options)]
+                    variants = []
+                    for _ in range(repeats):
+                        order = [int(i) for i in rng.permutation(len(q.options))]
+                        options = [q.options[i] for i in order]
+                        variants.append(Question(q.kind, q.modality, q.question,
+                                                 LETTERS[order.index(LETTERS.index(q.answer))],
+                                                 options))
             for v in variants:
+                answer = v.answer
+                if v.kind == "classification" and classification_answer == "letter_option":
+                    answer = f"{v.answer}: {v.answer_text}"
                 out.append({"prompt": T.question_prompt(family, v, **prompt_kw),
-                            "answer": v.answer,
+                            "answer": answer,
                             "image": p.image if v.modality == "multi" else None,
                             "modality": v.modality, "profile_id": p.id, "kind": v.kind})
     return out

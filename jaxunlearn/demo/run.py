@@ -10,7 +10,9 @@ Stages (each writes its output atomically; a rerun skips finished stages, `--fre
               so pre-training and fine-tuning also include the evaluation questions in their
               own formats (`formats`: classification, generation, cloze), with the
               classification options in a new random order every epoch (no letter can be
-              memorised) and, with `distractors: people`, other people's facts as the wrong
+              memorised; `classification_repeats` orders of each question per epoch, the
+              practice a model this small needs to pick an option by its content) and, with
+              `distractors: people`, other people's facts as the wrong
               options (a multimodal question needs the image). The Test set (paraphrased
               questions, transformed images) is never trained on.
 5. unlearn    each method on the forget_10 split, OUT/models/<method> (HF exports); the
@@ -49,7 +51,7 @@ from jaxunlearn.demo.tiny import TinyWorldConfig, tiny_llava_hf_config
 # (a test keeps the two equal). `quick` holds what `--quick` replaces.
 _WORLD = dataclasses.asdict(TinyWorldConfig(seed=0, n_profiles=20, n_celebrities=8,
                                             image_size=32, patch=8, vocab_size=1024,
-                                            text_layers=2, text_hidden=128, batch_size=16))
+                                            text_layers=2, text_hidden=128, batch_size=8))
 # method -> settings for the tiny model: the method's options and its `train:` keys in one
 # flat mapping (`methods.base.split_settings` tells them apart). Method defaults are set for 7B
 # models; a 1M-parameter model trained from scratch needs larger steps.
@@ -113,7 +115,7 @@ DEMO_DEFAULTS = {
     "world": _WORLD,
     "n_eval": [3, 3, 2],
     "pretrain_epochs": 10,
-    "vanilla_epochs": 60,
+    "vanilla_epochs": 30,
     "lr": 3e-3,
     "warmup_steps": 10,
     "bucket_size": 144,
@@ -122,6 +124,8 @@ DEMO_DEFAULTS = {
     "blank_images": True,
     "distractors": "people",
     "formats": ["classification", "generation", "cloze"],
+    "classification_repeats": 5,
+    "classification_answer": "letter_option",
     "rotations": True,
     "likelihood": False,
     "eval_profiles": 8,
@@ -134,11 +138,13 @@ DEMO_DEFAULTS = {
     "sweep_tasks": ["cloze"],
     "quick": {
         "sweep": False,
-        "world": {**_WORLD, "n_profiles": 10, "n_celebrities": 4, "vocab_size": 768},
+        "world": {**_WORLD, "n_profiles": 10, "n_celebrities": 4, "vocab_size": 768,
+                  "batch_size": 16},
         "n_eval": [2, 2, 1],
         "bucket_size": 152,  # the smaller vocabulary makes the longest prompt 149 tokens
         "pretrain_epochs": 3,
         "vanilla_epochs": 12,
+        "classification_repeats": 1,
         "eval_profiles": 4,
         "max_questions": 8,
     },
@@ -170,6 +176,13 @@ def demo_setting(config: str | Path | None = None, overrides: Sequence[str] = ()
     from jaxunlearn.train import TrainConfig
     from jaxunlearn.train.typed import build
 
+    reps = cfg["classification_repeats"]
+    if not isinstance(reps, int) or isinstance(reps, bool) or reps < 1:
+        raise ValueError(f"classification_repeats must be an integer >= 1, got {reps!r}")
+    from jaxunlearn.data.pipeline import CLASSIFICATION_ANSWERS
+    if cfg["classification_answer"] not in CLASSIFICATION_ANSWERS:
+        raise ValueError(f"classification_answer must be one of {', '.join(CLASSIFICATION_ANSWERS)}"
+                         f", got {cfg['classification_answer']!r}")
     for name in cfg["run"]:
         spec = get_method(name)  # one clear error for an unknown method (each has an entry)
         options, train = split_settings(name, cfg["methods"][name])
@@ -288,6 +301,7 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
                         image_size=w.image_size, n_eval=tuple(setting["n_eval"]),
                         distractors=setting["distractors"])
     kinds = tuple(setting["formats"])
+    reps, answer = setting["classification_repeats"], setting["classification_answer"]
     data_dir = stage("data", out / "data", lambda tmp: write_synthetic(tmp, synth))
     bench = load_mllmu(data_dir)
     tok_dir = stage("tokenizer", out / "tokenizer",
@@ -315,7 +329,8 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
 
         def recs(epoch):  # classification options in a new order every epoch
             return fixed + trained_question_records(bench.celebrities, "llava", kinds,
-                                                    seed=1000 * w.seed + epoch)
+                                                    seed=1000 * w.seed + epoch, repeats=reps,
+                                                    classification_answer=answer)
         model, _ = train_on_qa(model, recs, tok, pipe,
                                dataclasses.replace(tcfg, epochs=setting["pretrain_epochs"]),
                                desc="pretrain")
@@ -331,7 +346,8 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
 
         def recs(epoch):
             return fixed + trained_question_records(people, "llava", kinds,
-                                                    seed=1000 * w.seed + 500 + epoch)
+                                                    seed=1000 * w.seed + 500 + epoch,
+                                                    repeats=reps, classification_answer=answer)
         model, _ = train_on_qa(model, recs, tok, pipe,
                                dataclasses.replace(tcfg, epochs=setting["vanilla_epochs"]),
                                desc="vanilla", log_path=tmp / "metrics.jsonl")
@@ -347,7 +363,7 @@ def run_demo(out: str | Path, quick: bool = False, fresh: bool = False,
 
     data = UnlearnData(tok, dataclasses.replace(pipe, batch_size=8), bench.split("forget_10"),
                        bench.split("retain_90"), [*bench.profiles, *bench.celebrities],
-                       question_kinds=kinds)
+                       question_kinds=kinds, classification_answer=answer)
     sets = benchmark_sets(bench, "forget_10", "retain_90", max_profiles=setting["eval_profiles"])
     evaluator = Evaluator(vanilla, tok, pipe, EvalConfig(max_questions=setting["max_questions"],
                                                          batch_size=16,

@@ -65,9 +65,11 @@ class UnlearnData:
     # trained on, e.g. the demo's: a method then sees them beside the training QA, so that
     # its forget set is everything the model learnt about the forget people
     # (`trained_question_records`: each classification question once, its options in a
-    # fixed random order drawn from `question_seed`)
+    # fixed random order drawn from `question_seed`, answered as the model was trained:
+    # `classification_answer` "letter" or "letter_option")
     question_kinds: Sequence[str] = ()
     question_seed: int = 0
+    classification_answer: str = "letter"
 
     def records(self, which: str, modality: str | None = None) -> list[dict]:
         """Training records of `forget`, `retain` or `others` (training QA, plus the
@@ -81,7 +83,8 @@ class UnlearnData:
         if self.question_kinds:
             recs += trained_question_records(profiles[which], self.pipeline.family,
                                              self.question_kinds, modality,
-                                             seed=self.question_seed)
+                                             seed=self.question_seed,
+                                             classification_answer=self.classification_answer)
         return recs
 
     def dataset(self, records: list[dict], *, seed: int = 0, batch_size: int | None = None,
