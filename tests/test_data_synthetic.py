@@ -191,6 +191,19 @@ def test_trained_classification_repeats_draw_their_own_orders() -> None:
         for r in recs:  # the answer letter names the right option in that order
             chosen = re.search(rf"\n{r['answer']}: (.*)\n", r["prompt"]).group(1)
             assert chosen == q.answer_text
+    # a method's forget set is answered as the model was trained
+    from jaxunlearn.data.pipeline import PipelineConfig
+    from jaxunlearn.methods.base import UnlearnData
+
+    data = UnlearnData(None, PipelineConfig(), [p], bench.profiles[1:],
+                       question_kinds=("classification",), classification_answer="letter_option")
+    forget = [r for r in data.records("forget") if r["kind"] == "classification"]
+    assert len(forget) == len(cls)  # every question (both modalities) once
+    for r in forget:
+        letter, option = r["answer"].split(": ", 1)
+        assert f"\n{letter}: {option}\n" in r["prompt"]
+    with pytest.raises(ValueError, match="classification_answer"):
+        trained_question_records([p], "llava", kinds, seed=1, classification_answer="text")
     with pytest.raises(ValueError, match="repeats"):
         trained_question_records([p], "llava", kinds, repeats=2)
     with pytest.raises(ValueError, match="repeats"):

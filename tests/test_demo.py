@@ -120,3 +120,44 @@ def test_full_demo_path_sweeps_and_keeps_the_selected_point(demo_report, tmp_pat
     assert "sweep over alpha [0.05, 0.5] (2 points; rule: largest drop of forget cloze" in md
     for mod in ("multi", "text"):
         assert (out / "report" / f"frontier_{mod}.png").stat().st_size > 1000
+
+
+def test_classification_practice_settings_reach_the_training_records(tmp_path, monkeypatch,
+                                                                     capsys):
+    """`classification_repeats` and `classification_answer` are read by the pre-training and
+    fine-tuning stages (each classification question R times per epoch, answered
+    `B: <option>`) and by the methods' forget / retain sets; bad values are one error."""
+    import re
+
+    import jaxunlearn.demo.vanilla as vanilla_mod
+    from jaxunlearn.demo.run import demo_setting, run_demo
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(model, records, *a, **kw):
+        seen.append(records(0))
+        raise Stop
+
+    monkeypatch.setattr(vanilla_mod, "train_on_qa", capture)
+    setting = demo_setting(None, ["classification_repeats=3",
+                                  "classification_answer=letter_option"], quick=True)
+    with pytest.raises(Stop):
+        run_demo(tmp_path / "d", quick=True, setting=setting)
+    base = demo_setting(quick=True)
+    with pytest.raises(Stop):
+        run_demo(tmp_path / "e", quick=True, setting=base)
+    practised, plain = ([r for r in recs if r["kind"] == "classification"] for recs in seen)
+    assert len(practised) == 3 * len(plain) > 0
+    for r in practised:  # "B: <the option labelled B in this prompt>"
+        letter, option = r["answer"].split(": ", 1)
+        assert re.search(rf"\n{letter}: {re.escape(option)}\n", r["prompt"])
+    assert all(len(r["answer"]) == 1 for r in plain)
+
+    for bad, message in (("classification_repeats=0", "classification_repeats must be"),
+                         ("classification_answer=option", "classification_answer must be")):
+        assert main(["demo", "--quick", "--out", str(tmp_path / "x"), bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
