@@ -78,7 +78,7 @@ def test_demo_yaml_states_the_embedded_default():
     assert tuned["run"] == ["ga"]
     assert demo_setting(None, ["vanilla_epochs=7"], quick=True)["vanilla_epochs"] == 7
     assert demo_setting(None, ["quick.vanilla_epochs=7"], quick=True)["vanilla_epochs"] == 7
-    assert demo_setting(None, ["quick.vanilla_epochs=7"])["vanilla_epochs"] == 36
+    assert demo_setting(None, ["quick.vanilla_epochs=7"])["vanilla_epochs"] == 60
 
 
 def test_demo_bad_inputs_one_line(capsys, tmp_path):

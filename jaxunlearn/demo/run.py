@@ -51,7 +51,7 @@ from jaxunlearn.demo.tiny import TinyWorldConfig, tiny_llava_hf_config
 # (a test keeps the two equal). `quick` holds what `--quick` replaces.
 _WORLD = dataclasses.asdict(TinyWorldConfig(seed=0, n_profiles=20, n_celebrities=8,
                                             image_size=32, patch=8, vocab_size=1024,
-                                            text_layers=2, text_hidden=128, batch_size=8))
+                                            text_layers=2, text_hidden=128, batch_size=16))
 # method -> settings for the tiny model: the method's options and its `train:` keys in one
 # flat mapping (`methods.base.split_settings` tells them apart). Method defaults are set for 7B
 # models; a 1M-parameter model trained from scratch needs larger steps.
@@ -113,9 +113,9 @@ METHOD_NOTES = {
 }
 DEMO_DEFAULTS = {
     "world": _WORLD,
-    "n_eval": [2, 3, 2],
+    "n_eval": [3, 3, 2],
     "pretrain_epochs": 10,
-    "vanilla_epochs": 36,
+    "vanilla_epochs": 60,
     "lr": 3e-3,
     "warmup_steps": 10,
     "bucket_size": 144,
@@ -124,8 +124,8 @@ DEMO_DEFAULTS = {
     "blank_images": True,
     "distractors": "people",
     "formats": ["classification", "generation", "cloze"],
-    "classification_repeats": 8,
-    "classification_answer": "letter_option",
+    "classification_repeats": 1,
+    "classification_answer": "letter",
     "rotations": True,
     "likelihood": False,
     "eval_profiles": 8,
@@ -138,14 +138,11 @@ DEMO_DEFAULTS = {
     "sweep_tasks": ["cloze"],
     "quick": {
         "sweep": False,
-        "world": {**_WORLD, "n_profiles": 10, "n_celebrities": 4, "vocab_size": 768,
-                  "batch_size": 16},
+        "world": {**_WORLD, "n_profiles": 10, "n_celebrities": 4, "vocab_size": 768},
         "n_eval": [2, 2, 1],
         "bucket_size": 152,  # the smaller vocabulary makes the longest prompt 149 tokens
         "pretrain_epochs": 3,
         "vanilla_epochs": 12,
-        "classification_repeats": 1,
-        "classification_answer": "letter",
         "eval_profiles": 4,
         "max_questions": 8,
     },
