@@ -11,9 +11,9 @@ Stages (each writes its output atomically; a rerun skips finished stages, `--fre
               own formats (`formats`: classification, generation, cloze), with the
               classification options in a new random order every epoch (no letter can be
               memorised; `classification_repeats` orders of each question per epoch,
-              answered as `classification_answer` says) and, with
-              `distractors: people`, other people's facts as the wrong
-              options (a multimodal question needs the image). The Test set (paraphrased
+              answered as `classification_answer` says) and, with `distractors: people`,
+              other people's facts as the wrong options (a multimodal question needs the
+              image). The Test set (paraphrased
               questions, transformed images) is never trained on.
 5. unlearn    each method on the forget_10 split, OUT/models/<method> (HF exports); the
               forget (and retain) set a method sees is all of its people's training data in
