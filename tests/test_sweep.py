@@ -184,3 +184,31 @@ def test_second_invocation_hits_the_compile_cache(base, tmp_path):
     assert first["compiles"] > 0 and first["cache_hits"] == 0
     assert second["cache_hits"] > 0
     assert second["seconds"] < 0.2 * first["seconds"], (first, second)
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl", "qwen2_5_vl"])
+def test_sweep_on_every_family(family, tmp_path):
+    """`jaxunlearn sweep` on the other three families (LLaVA is the module's fixture): a
+    2-point learning-rate grid of ga compiles its train step once, evaluates every point on
+    every set and modality, and writes the table and frontier."""
+    bench = generate_benchmark(SynthConfig(seed=0, n_profiles=10, n_celebrities=4,
+                                           image_size=32))
+    model = save_tiny_family(family, tmp_path / family, bench=bench)
+    out = tmp_path / "run"
+    programs.clear_program_cache()
+    start = len(_compiles)
+    assert main(["sweep", "--method", "ga", *METRIC, f"model.checkpoint={model}", *DATA,
+                 *TRAIN, *EVAL, "train.max_steps=1", "train.lr=[1e-3,3e-2]",
+                 f"output.dir={out}"]) == 0
+    assert programs.COMPILES["train_step"] == 1
+    assert _compiles[start:].count("jit(step)") == 1, _compiles[start:]
+    doc = json.loads((out / "sweep.json").read_text())
+    assert [p["settings"]["train.lr"] for p in doc["points"]] == [1e-3, 3e-2]
+    for p in doc["points"]:
+        assert p["steps"] == 1
+        for s in ("forget", "retain", "celebrity"):
+            assert set(p["scores"][s]) == {"multi", "text", "mean"}
+    table = list(csv.DictReader((out / "sweep.csv").open()))
+    assert [r["point"] for r in table] == ["vanilla", "0", "1"]
+    assert doc["frontier"]["mean"]["index"] == [0, 1]
+    assert (out / "frontier.png").stat().st_size > 1000
