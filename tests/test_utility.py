@@ -16,6 +16,11 @@ Fixtures are written by the tests in the published layouts:
 - MM-Vet: ``mm-vet.json`` (``mm-vet_evaluator.py`` ``load_metadata`` / ``runs`` read
   ``capability``, ``question``, ``answer``; ``inference/gpt4v.py`` reads ``imagename`` under
   ``images/``).
+- LLaVA-Bench (In-the-Wild): ``questions.jsonl``, ``context.jsonl``, ``answers_gpt4.jsonl``
+  and ``images/`` in one folder (haotian-liu/LLaVA ``scripts/v1_5/eval/llavabench.sh``);
+  ``llava/eval/eval_gpt_review_bench.py`` (``__main__``) reads ``question_id``, ``image``,
+  ``text`` and ``category`` of a question, ``image`` and ``caption`` (a list, joined with
+  newlines) of a context row, ``text`` (and ``answer_id``) of a reference answer.
 """
 
 from __future__ import annotations
@@ -117,6 +122,41 @@ def write_mmvet(root):
         (root / "images" / v["imagename"]).write_bytes(_png((len(k), 0, 0)))
     (root / "mm-vet.json").write_text(json.dumps(data))
     return root
+
+
+def write_llava_bench(root):
+    """Two images, three questions (conv, detail, complex); a two-line caption list."""
+    (root / "images").mkdir(parents=True)
+    for name, color in (("001.jpg", (200, 10, 10)), ("002.jpg", (10, 10, 200))):
+        Image.new("RGB", (8, 8), color).save(root / "images" / name, format="JPEG")
+    questions = [{"question_id": 0, "image": "001.jpg", "text": "What colour is it?",
+                  "category": "conv"},
+                 {"question_id": 1, "image": "001.jpg", "text": "Describe the image.",
+                  "category": "detail"},
+                 {"question_id": 2, "image": "002.jpg", "text": "Why might it be blue?",
+                  "category": "complex"}]
+    context = [{"id": "c1", "image": "001.jpg", "caption": ["A red square.", "Nothing else."]},
+               {"id": "c2", "image": "002.jpg", "caption": ["A blue square."]}]
+    answers = [{"question_id": q["question_id"], "prompt": q["text"], "answer_id": f"a{i}",
+                "model_id": "gpt-4-0314", "metadata": {},
+                "text": ["It is red.", "A red square.", "It is painted blue."][i]}
+               for i, q in enumerate(questions)]
+    for name, rows in (("questions.jsonl", questions), ("context.jsonl", context),
+                       ("answers_gpt4.jsonl", answers)):
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_llava_bench_folder_loads_every_field(tmp_path):
+    items = U.load_llava_bench(write_llava_bench(tmp_path / "llava-bench-in-the-wild")).items
+    assert [(it.id, it.question, it.answer, it.category, it.context) for it in items] == [
+        ("0", "What colour is it?", "It is red.", "conv", "A red square.\nNothing else."),
+        ("1", "Describe the image.", "A red square.", "detail", "A red square.\nNothing else."),
+        ("2", "Why might it be blue?", "It is painted blue.", "complex", "A blue square.")]
+    assert items[0].image.size == (8, 8) and items[2].image.getpixel((4, 4))[2] > 150
+    (tmp_path / "llava-bench-in-the-wild" / "answers_gpt4.jsonl").write_text("")
+    with pytest.raises(ValueError, match="answers_gpt4.jsonl has no answer for question_id 0"):
+        U.load_llava_bench(tmp_path / "llava-bench-in-the-wild")
 
 
 # ------------------------------------------------------------------------ MMBench
@@ -281,6 +321,51 @@ def test_cli_protocol_utility_reports_each_score_with_n(tmp_path, capsys):
     rows = json.loads((out / "utility_rows.json").read_text())
     assert len(rows["mmbench"]) == 6 and len(rows["mmmu"]) == 4
     assert np.isfinite([r["value"] for r in report["records"]]).all()
+
+
+def test_cli_protocol_utility_judged_benchmarks(server, tmp_path, capsys):  # noqa: F811
+    """MM-Vet and LLaVA-Bench from their published folders through `protocol utility`, judged
+    by the fake OpenAI-compatible server configured under `eval.judge`: every score is the
+    authors' aggregation of the scripted replies, with its n; an unparsable LLaVA-Bench
+    review is left out of n and counted in the note."""
+    from hf_fixtures import save_tiny_family
+    from jaxunlearn.cli import main
+    from jaxunlearn.data.synthetic import SynthConfig, generate_benchmark
+
+    bench = generate_benchmark(SynthConfig(seed=0, n_profiles=10, n_celebrities=4,
+                                           image_size=32))
+    model = save_tiny_family("qwen2_vl", tmp_path / "model", bench=bench)
+    mmvet = write_mmvet(tmp_path / "mm-vet")
+    llava = write_llava_bench(tmp_path / "llava-bench-in-the-wild")
+    server.script = [(200, "0.8"), (200, "1.0"), (200, "0.3"),  # MM-Vet, in file order
+                     (200, "8 6\nfine"), (200, "10,5\nok"), (200, "eight\n?")]  # LLaVA-Bench
+    out = tmp_path / "out"
+    rc = main(["protocol", "utility", "data.synthetic.n_profiles=10",
+               "data.synthetic.n_celebrities=4", "data.synthetic.image_size=32",
+               "data.max_length=256", "eval.batch_size=4", "eval.bucket_size=256",
+               "eval.progress=false", f"eval.judge.base_url={server.url}",
+               "eval.judge.model=judge-m", "eval.judge.max_retries=0",
+               f"protocol.options.mmvet_dir={mmvet}", f"protocol.options.llava_bench_dir={llava}",
+               "protocol.options.open_max_new_tokens=4", f"output.dir={out}",
+               "--model", str(model)])
+    assert rc == 0, capsys.readouterr().err
+    recs = {(r["task"], r["metric"]): (r["value"], r["n"])
+            for r in json.loads((out / "report.json").read_text())["records"]}
+    assert recs[("mmvet", "score")] == (pytest.approx(100 * 2.1 / 3), 3)
+    assert recs[("mmvet", "score/ocr")] == (pytest.approx(55.0), 2)
+    assert recs[("mmvet", "score/math")] == (pytest.approx(30.0), 1)
+    assert recs[("llava_bench", "relative_score")] == (pytest.approx(100 * 5.5 / 9), 2)
+    assert recs[("llava_bench", "relative_score/llava_bench_conv")] == (pytest.approx(75.0), 1)
+    assert recs[("llava_bench", "relative_score/llava_bench_detail")] == (pytest.approx(50.0), 1)
+    assert ("llava_bench", "relative_score/llava_bench_complex") not in recs
+    assert "1 judge failures (excluded from n)" in (out / "report.md").read_text()
+    review = server.requests[3]["body"]
+    assert review["messages"][0]["content"] == UT.LLAVA_SYSTEM
+    assert review["messages"][1]["content"].startswith(
+        "[Context]\nA red square.\nNothing else.\n\n[Question]\nWhat colour is it?\n\n"
+        "[Assistant 1]\nIt is red.\n\n[End of Assistant 1]\n\n[Assistant 2]\n")
+    rows = json.loads((out / "utility_rows.json").read_text())
+    assert [r["judge"] for r in rows["llava_bench"]] == [[8.0, 6.0], [10.0, 5.0], None]
 
 
 def test_utility_rows_and_plot_across_methods(tmp_path):
