@@ -178,7 +178,7 @@ def finetune_command(cfg: dict) -> Path:
     from jaxunlearn.data.pipeline import make_mixed_dataset, qa_records
     from jaxunlearn.train.finetune import finetune
 
-    tcfg = session.train_config(cfg)  # config errors before loading
+    tcfg = session.train_config(cfg, checkpointed=True)  # config errors before loading
     check_output(cfg, "finetune")
     model = session.load_model(cfg)
     tok = session.load_tokenizer(cfg, model)

@@ -239,14 +239,16 @@ def unlearn_data(bench: Benchmark, tok: Any, pipe: PipelineConfig, cfg: dict):
                        others=list(bench.profiles) + list(bench.celebrities))
 
 
-def train_config(cfg: dict, *, trains: bool = True):
+def train_config(cfg: dict, *, trains: bool = True, checkpointed: bool = False):
     """The `train:` section as a validated `TrainConfig`; for a run that trains
-    (`trains`), `train.remat: null` takes the model preset's `remat`."""
+    (`trains`), `train.remat: null` takes the model preset's `remat`. The checkpoint keys
+    are refused unless the command writes checkpoints (`checkpointed`: finetune)."""
     from jaxunlearn.modeling.presets import load_preset
-    from jaxunlearn.train.driver import TrainConfig
+    from jaxunlearn.train.driver import TrainConfig, check_checkpointing
     from jaxunlearn.train.typed import build
 
     tcfg = build(TrainConfig, cfg["train"], "train")
+    check_checkpointing(tcfg, checkpointed=checkpointed)
     if trains and tcfg.remat is None:
         tcfg = dataclasses.replace(tcfg, remat=bool(load_preset(cfg["model"]["preset"])["remat"]))
     return tcfg

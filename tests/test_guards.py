@@ -459,3 +459,34 @@ def test_data_synth_never_mixes_or_destroys(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(out), *small, "--overwrite"]) == 0
     assert not (out / "stray.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("argv, key", [
+    (lambda w, o: ["unlearn", "--method", "ga", "--model", str(w["base"]), *DATA,
+                   "train.checkpoint_every=2", f"output.dir={o}"], "train.checkpoint_every"),
+    (lambda w, o: ["sweep", "--method", "ga", f"model.checkpoint={w['base']}", *DATA,
+                   "train.lr=[1e-3,1e-2]", "train.keep_checkpoints=1", f"output.dir={o}"],
+     "train.keep_checkpoints"),
+    (lambda w, o: ["protocol", "relearn", f"model.checkpoint={w['base']}", *DATA,
+                   "train.checkpoint_every=1", f"output.dir={o}"], "train.checkpoint_every"),
+    (lambda w, o: ["demo", "--quick", "--out", str(o), "methods.ga.checkpoint_every=1"],
+     "methods.ga.checkpoint_every"),
+], ids=["unlearn", "sweep", "protocol", "demo"])
+def test_checkpoint_keys_refused_where_nothing_is_checkpointed(world, capsys, tmp_path, argv,
+                                                               key):
+    """Only `finetune` writes checkpoints (and resumes): elsewhere train.checkpoint_every and
+    train.keep_checkpoints are one error naming the key, before anything runs."""
+    out = tmp_path / "run"
+    _one_error(capsys, argv(world, out), key, "jaxunlearn finetune")
+    assert not out.exists()
+
+
+def test_fit_without_a_checkpoint_directory_refuses_the_checkpoint_keys():
+    import jax.numpy as jnp
+
+    from jaxunlearn.train.driver import Setup, TrainConfig, fit
+
+    setup = Setup(model=None, trainable={"w": jnp.ones((2,))}, base={}, lora_cfg=None)
+    with pytest.raises(ValueError, match="train.checkpoint_every is read only by runs that"):
+        fit(setup, TrainConfig(checkpoint_every=5, progress=False),
+            lambda p, f, b: (jnp.sum(p["w"]), {}), lambda e: [], steps_per_epoch=1)

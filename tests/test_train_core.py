@@ -195,8 +195,10 @@ def resume_run(ckpt_dir, total_steps, stop_after=None):
     simulates an interruption. Returns the final params."""
     model = tiny_model()
     batches = [qa_batch(model, seed=s) for s in range(total_steps)]
+    ckpt = {"checkpoint_every": 3, "keep_checkpoints": 2} if ckpt_dir else {}  # (refused
+    # without a checkpoint directory; they do not change the training itself)
     cfg = finetune.TrainConfig(lr=1e-3, schedule="cosine", warmup_steps=2, epochs=1,
-                               checkpoint_every=3, keep_checkpoints=2, progress=False)
+                               progress=False, **ckpt)
     res = finetune.finetune(model, lambda e: iter(batches[:stop_after or total_steps]), cfg,
                             steps_per_epoch=total_steps, checkpoint_dir=ckpt_dir)
     return res.params

@@ -172,6 +172,7 @@ def demo_setting(config: str | Path | None = None, overrides: Sequence[str] = ()
     cfg = apply_overrides(cfg, [o for o in overrides if o not in quick_overrides], free_form)
     from jaxunlearn.methods.base import resolve_options, split_settings
     from jaxunlearn.train import TrainConfig
+    from jaxunlearn.train.driver import check_checkpointing
     from jaxunlearn.train.typed import build
 
     reps = cfg["classification_repeats"]
@@ -185,7 +186,8 @@ def demo_setting(config: str | Path | None = None, overrides: Sequence[str] = ()
         spec = get_method(name)  # one clear error for an unknown method (each has an entry)
         options, train = split_settings(name, cfg["methods"][name])
         resolve_options(spec, options)  # unknown / mistyped keys fail before any stage runs
-        build(TrainConfig, train, f"methods.{name}")
+        check_checkpointing(build(TrainConfig, train, f"methods.{name}"), checkpointed=False,
+                            where=f"methods.{name}")
         if cfg["sweep"] and cfg["grids"][name]:
             from jaxunlearn.eval.sweep import grid_points
             try:

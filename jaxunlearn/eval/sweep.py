@@ -43,7 +43,7 @@ from typing import Any
 from jaxunlearn.eval._atomic import atomic_write_text
 from jaxunlearn.eval.evaluate import Evaluator, SetsLike
 from jaxunlearn.eval.records import lookup
-from jaxunlearn.train.driver import TrainConfig
+from jaxunlearn.train.driver import TrainConfig, check_checkpointing
 
 SWEEP_FORMAT = "jaxunlearn-sweep/1"
 RULES = ("max_forget_drop",)
@@ -150,6 +150,7 @@ def grid_points(name: str, grid: Mapping[str, Sequence[Any]],
         try:
             built_opts = resolve_options(spec, opts)
             built_train = typed.build(TrainConfig, tr, "train")
+            check_checkpointing(built_train, checkpointed=False)  # sweep points write none
         except ValueError as e:
             raise ValueError(f"sweep point {shown}: {e}") from None
         # the typed values (e.g. YAML's string 1e-3 read as the float 0.001)

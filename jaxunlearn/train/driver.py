@@ -69,9 +69,9 @@ class TrainConfig:
     seed: int = field(0, "seed of data order, LoRA init and retain subsampling")
     remat: bool | None = field(None, "rematerialise activations (less memory, more compute); "
                                "null: the model preset's `remat`")
-    checkpoint_every: int = field(0, "save an orbax checkpoint every N steps (0: at the end)",
-                                 low=0)
-    keep_checkpoints: int = field(3, "checkpoints kept", low=1)
+    checkpoint_every: int = field(0, "save an orbax checkpoint every N steps (0: at the end); "
+                                 "finetune only (other commands refuse it)", low=0)
+    keep_checkpoints: int = field(3, "checkpoints kept; finetune only", low=1)
     progress: bool = field(True, "show a progress bar")
 
     def lora_config(self) -> lora_lib.LoraConfig | None:
@@ -243,6 +243,23 @@ def _check_finite_metrics(metrics: dict, step: int, epoch: int, index: int, phas
                      f"(now {cfg.lr:g}) or check the tokenizer and data")
 
 
+CHECKPOINT_KEYS = ("checkpoint_every", "keep_checkpoints")
+
+
+def check_checkpointing(cfg: TrainConfig, *, checkpointed: bool, where: str = "train") -> None:
+    """A run without checkpoints refuses the checkpoint keys (`jaxunlearn finetune` is the
+    command that checkpoints and resumes; unlearning methods, the protocols' fine-tunes and
+    the demo do not), so a set key is never silently ignored."""
+    if checkpointed:
+        return
+    default = TrainConfig()
+    for key in CHECKPOINT_KEYS:
+        if getattr(cfg, key) != getattr(default, key):
+            raise ValueError(f"{where}.{key} is read only by runs that write checkpoints "
+                             "(jaxunlearn finetune); this run writes none, so remove "
+                             f"{where}.{key}")
+
+
 def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
         batches: Callable[[int], Iterable], *, steps_per_epoch: int,
         frozen_extra: Mapping[str, Any] | None = None, update_mask: dict | None = None,
@@ -267,6 +284,7 @@ def fit(setup: Setup, cfg: TrainConfig, losses: LossFn | Mapping[str, LossFn],
     from jaxunlearn.train.programs import CachedProgram
     from jaxunlearn.train.step import make_train_step
 
+    check_checkpointing(cfg, checkpointed=checkpoint_dir is not None)
     phased = isinstance(losses, Mapping)
     loss_map = dict(losses) if phased else {"train": losses}
     if update_mask is not None:
