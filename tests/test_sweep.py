@@ -164,8 +164,11 @@ def test_npo_beta_range_is_checked_on_the_options(capsys, tmp_path):
 
 
 def test_second_invocation_hits_the_compile_cache(base, tmp_path):
-    """A rerun of the same command reads its programs from the persistent cache: its XLA
-    compile time (compile log, not wall time) is under 20% of the first run's."""
+    """A rerun of the same command reads every program it compiles from the persistent cache
+    (compile log: one cache hit per backend compile, the same programs as the first run), so
+    it compiles nothing from scratch. The time this saves depends on the machine's load and
+    is measured, not asserted: `python scripts/bench_compile_cache.py` prints both runs'
+    compile seconds and their ratio."""
     env = {**os.environ, "JAXUNLEARN_COMPILE_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
                                           os.environ.get("PYTHONPATH", "")])}
@@ -182,8 +185,7 @@ def test_second_invocation_hits_the_compile_cache(base, tmp_path):
         logs.append(read_log(log))
     first, second = logs
     assert first["compiles"] > 0 and first["cache_hits"] == 0
-    assert second["cache_hits"] > 0
-    assert second["seconds"] < 0.2 * first["seconds"], (first, second)
+    assert second["cache_hits"] == second["compiles"] == first["compiles"], (first, second)
 
 
 @pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl", "qwen2_5_vl"])
