@@ -21,7 +21,7 @@ from jaxunlearn.data.clear import (
     is_clear,
     load_clear,
 )
-from jaxunlearn.data.schema import LETTERS
+from jaxunlearn.data.schema import LETTERS, EncodedImage, load_image
 from jaxunlearn.eval.evaluate import benchmark_sets, complement_split
 
 
@@ -42,8 +42,11 @@ def test_every_field(clear_dir):
     for i, p in enumerate(images):  # full's order (two shards, in name order)
         name, k = PEOPLE[i // 2], i % 2
         assert p.name == name
-        assert isinstance(p.image, Image.Image) and p.image.size == (8, 8)
-        assert p.image.tobytes() == Image.open(__import__("io").BytesIO(png(i + 1))).tobytes()
+        # kept as the file's bytes (decoded on use), not as a decoded image
+        assert isinstance(p.image, EncodedImage) and p.image.data == png(i + 1)
+        assert p.image.size == (8, 8) and p.image.format == "PNG"
+        assert load_image(p.image).tobytes() == \
+            Image.open(__import__("io").BytesIO(png(i + 1))).tobytes()
         caption = f"{name} stands by a red door in photo {k + 1}."
         assert p.columns["caption"] == caption
         cq = p.columns["caption_question"]

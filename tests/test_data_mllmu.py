@@ -39,7 +39,9 @@ import pytest
 from PIL import Image
 
 from jaxunlearn.data.mllmu import ALL_FOLDERS, load_mllmu, write_mllmu
-from jaxunlearn.data.schema import Benchmark, Profile, QAPair, Question
+from jaxunlearn.data.schema import (
+    Benchmark, EncodedImage, Profile, QAPair, Question, load_image,
+)
 
 # ----------------------------------------------------------------------------- the fixture
 
@@ -221,7 +223,7 @@ def test_write_mllmu_round_trip(mllmu_dir: Path, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- every field
 
 def _pixel(img) -> list[int]:
-    return np.asarray(img).reshape(-1, 3)[0].tolist()
+    return np.asarray(load_image(img)).reshape(-1, 3)[0].tolist()
 
 
 def test_load_every_field(mllmu_dir: Path) -> None:
@@ -236,6 +238,10 @@ def test_load_every_field(mllmu_dir: Path) -> None:
     for p in [*bench.profiles, *bench.celebrities]:
         pid = p.id
         assert _pixel(p.image) == list(COLOURS[pid])
+        # held as the cell's bytes (a tenth of the decoded size for a real photo), decoded
+        # afresh on each use
+        assert isinstance(p.image, EncodedImage) and p.image.data == _png(COLOURS[pid])
+        assert load_image(p.image) is not load_image(p.image)
         assert p.biography == f"Bio of {pid}."
         assert p.columns == {"question": f"Q{pid}", "answer": f"A{pid}", "Directory": f"dir_{pid}"}
         assert p.name == "" and p.attributes == {} and p.understanding_qa == []
@@ -288,7 +294,7 @@ def test_json_round_trip(mllmu_dir: Path) -> None:
     for a, b in zip(again.by_id().values(), bench.by_id().values()):
         assert a.eval_questions == b.eval_questions and a.train_qa == b.train_qa
         assert (a.biography, a.columns) == (b.biography, b.columns)
-        assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+        assert a.image == b.image  # the file's bytes, round-tripped unchanged
     assert again.split("retain_85")[0].eval_questions[2].answer == "Three paints."
     p = Profile("x", "X", image="some/path.png")
     assert Profile.from_dict(json.loads(json.dumps(p.to_dict()))).image == "some/path.png"
@@ -410,3 +416,37 @@ def test_unknown_ids(mllmu_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "c" / "splits.json").write_text(json.dumps({"pulse_x": ["1", "42"]}))
     with pytest.raises(ValueError, match=r"split 'pulse_x' names unknown ID\(s\) \['42'\]"):
         load_mllmu(tmp_path / "c")
+
+
+# ----------------------------------------------------------------------------- images
+
+def test_encoded_image_decodes_on_use_and_round_trips() -> None:
+    """Images read from benchmark files stay encoded: `decode_image` checks the bytes decode
+    and keeps them; each use decodes a new PIL image in the file's own mode (`rgb=True`:
+    converted); JSON keeps the bytes and format; `image_size` needs no decoding."""
+    import dataclasses
+    import io
+
+    from PIL import Image
+
+    from jaxunlearn.data.images import image_size
+    from jaxunlearn.data.schema import decode_image, image_from_json, image_to_json
+
+    rgba = Image.new("RGBA", (6, 4), (10, 20, 30, 128))
+    buf = io.BytesIO()
+    rgba.save(buf, format="PNG")
+    enc = decode_image(buf.getvalue())
+    assert (enc.format, enc.size, image_size(enc)) == ("PNG", (6, 4), (4, 6))
+    a, b = enc.open(), enc.open()
+    assert a is not b and a.mode == "RGBA" and a.tobytes() == rgba.tobytes()
+    assert load_image(enc).mode == "RGB"
+    assert dataclasses.replace(enc, rgb=True).open().mode == "RGB"
+    jpeg = io.BytesIO()
+    Image.new("RGB", (16, 8), (200, 10, 10)).save(jpeg, format="JPEG")
+    enc = decode_image(jpeg.getvalue())
+    text = image_to_json(enc)
+    assert text.startswith("data:image/jpeg;base64,")
+    again = image_from_json(text)
+    assert again == enc and again.data == jpeg.getvalue()
+    with pytest.raises(ValueError, match="does not decode as an image"):
+        decode_image(jpeg.getvalue()[:40])

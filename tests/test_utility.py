@@ -35,6 +35,7 @@ import pytest
 from PIL import Image
 
 from jaxunlearn.data import utility_sets as U
+from jaxunlearn.data.schema import load_image
 from jaxunlearn.eval import utility as UT
 from jaxunlearn.eval.judge import Judge, JudgeConfig
 from test_eval_judge import server  # noqa: F401  (the fake OpenAI-compatible server)
@@ -153,7 +154,7 @@ def test_llava_bench_folder_loads_every_field(tmp_path):
         ("0", "What colour is it?", "It is red.", "conv", "A red square.\nNothing else."),
         ("1", "Describe the image.", "A red square.", "detail", "A red square.\nNothing else."),
         ("2", "Why might it be blue?", "It is painted blue.", "complex", "A blue square.")]
-    assert items[0].image.size == (8, 8) and items[2].image.getpixel((4, 4))[2] > 150
+    assert items[0].image.size == (8, 8) and load_image(items[2].image).getpixel((4, 4))[2] > 150
     (tmp_path / "llava-bench-in-the-wild" / "answers_gpt4.jsonl").write_text("")
     with pytest.raises(ValueError, match="answers_gpt4.jsonl has no answer for question_id 0"):
         U.load_llava_bench(tmp_path / "llava-bench-in-the-wild")
@@ -168,13 +169,14 @@ def test_mmbench_tsv_loads_every_field(tmp_path):
     assert (first.group, first.question, first.hint, first.category) == (
         0, "What animal is shown?", "A pet.", "object_localization")
     assert first.options == {"A": "cat", "B": "dog", "C": "bird", "D": "fish"}
-    assert first.answer == "B" and first.image.getpixel((0, 0)) == (255, 0, 0)
+    assert first.answer == "B" and load_image(first.image).getpixel((0, 0)) == (255, 0, 0)
+    assert first.image.rgb  # opened as RGB, as VLMEvalKit's decode_base64_to_image does
     copy = items[1]  # image by reference to row 0
     assert copy.group == 0 and copy.options["A"] == "dog" and copy.answer == "A"
-    assert copy.image.getpixel((0, 0)) == (255, 0, 0)
+    assert load_image(copy.image).getpixel((0, 0)) == (255, 0, 0)
     last = items[4]
     assert last.hint is None and last.options == {"A": "yes", "B": "no"} and last.answer == "A"
-    assert last.image.getpixel((0, 0)) == (0, 0, 255)
+    assert load_image(last.image).getpixel((0, 0)) == (0, 0, 255)
     groups = U.circular_groups(items)
     assert [len(g) for g in groups.values()] == [4, 2]
     assert groups[1][1].options == {"A": "no", "B": "yes"} and groups[1][1].answer == "B"
@@ -205,14 +207,14 @@ def test_mmmu_parquet_loads_every_field_and_counts_multi_image(tmp_path):
     loaded = U.load_mmmu(write_mmmu(tmp_path / "MMMU"))
     assert (loaded.first_image_only, loaded.without_image, len(loaded.items)) == (1, 1, 4)
     mc, op, two, opt_imgs = loaded.items
-    assert two.n_images == 2 and two.image.getpixel((0, 0)) == (0, 0, 0)  # image_1
+    assert two.n_images == 2 and load_image(two.image).getpixel((0, 0)) == (0, 0, 0)  # image_1
     assert opt_imgs.image is None and opt_imgs.options[0] == "<img='a.png'>"
     assert (mc.id, mc.subject, mc.question, mc.question_type, mc.answer) == (
         "validation_Math_1", "Math", "<image 1> Which fruit is red?", "multiple-choice", "B")
     assert mc.options == ["banana", "red apple", "grape", "kiwi"]
-    assert mc.image.getpixel((0, 0)) == (255, 0, 0)
+    assert load_image(mc.image).getpixel((0, 0)) == (255, 0, 0)
     assert (op.question_type, op.answer, op.options) == ("open", "1.06", [])
-    assert op.image.getpixel((0, 0)) == (0, 255, 0)
+    assert load_image(op.image).getpixel((0, 0)) == (0, 255, 0)
     assert UT.mmmu_prompt(mc) == ("<image 1> Which fruit is red?\n(A) banana\n(B) red apple\n"
                                   "(C) grape\n(D) kiwi\n\nAnswer with the option's letter "
                                   "from the given choices directly.")

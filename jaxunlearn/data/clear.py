@@ -45,10 +45,9 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from jaxunlearn.data.schema import (
-    LETTERS, Benchmark, Profile, QAPair, Question, decode_image,
+    EncodedImage, LETTERS, Benchmark, Profile, QAPair, Question, decode_image,
 )
 
 PERCENTS = ("01", "05", "10")
@@ -179,7 +178,7 @@ def _image_bytes(cell: Any) -> bytes | None:
                              f"{type(cell).__name__})")
 
 
-def _decode(raw: bytes) -> Image.Image:
+def _decode(raw: bytes) -> EncodedImage:
     try:
         return decode_image(raw)
     except ValueError as e:
@@ -198,9 +197,9 @@ class _Reader:
     def __init__(self) -> None:
         self.profiles: dict[str, Profile] = {}
         self.celebrities: dict[str, Profile] = {}
-        self.images: dict[str, Image.Image] = {}
+        self.images: dict[str, EncodedImage] = {}
 
-    def image(self, raw: bytes) -> Image.Image:
+    def image(self, raw: bytes) -> EncodedImage:
         key = _hash(raw)
         if key not in self.images:
             self.images[key] = _decode(raw)

@@ -53,27 +53,28 @@ def _rgb(image: Any):
 
 
 def image_size(image: Any) -> tuple[int, int]:
-    """(height, width) of an image (PIL image, path or [H, W, C] array), read from the file's
-    header only: no decoding."""
+    """(height, width) of an image (PIL image, :class:`EncodedImage`, path or [H, W, C]
+    array), read from the file's header only: no decoding."""
     from PIL import Image
+
+    from jaxunlearn.data.schema import EncodedImage
 
     if image is None:
         raise ValueError("profile has no image; multimodal records need one (check the data dir)")
     if isinstance(image, np.ndarray):
         return int(image.shape[0]), int(image.shape[1])
-    if isinstance(image, Image.Image):
+    if isinstance(image, (Image.Image, EncodedImage)):
         return image.height, image.width
     with Image.open(image) as opened:
         return opened.height, opened.width
 
 
 def _opened(image: Any):
-    """A PIL image as given (OneVision composites transparency itself, as HF does)."""
-    from PIL import Image
+    """A PIL image in its own mode, or an array as given (OneVision composites transparency
+    itself, as HF does)."""
+    from jaxunlearn.data.schema import open_image
 
-    if image is None:
-        raise ValueError("profile has no image; multimodal records need one (check the data dir)")
-    return image if isinstance(image, (Image.Image, np.ndarray)) else Image.open(image)
+    return image if isinstance(image, np.ndarray) else open_image(image)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from jaxunlearn.data.schema import (
-    BLANK, LETTERS, Benchmark, Profile, QAPair, Question, decode_image,
+    BLANK, LETTERS, Benchmark, EncodedImage, Profile, QAPair, Question, decode_image,
 )
 
 FORGET_SPLITS = ("forget_5", "forget_10", "forget_15")
@@ -146,7 +146,7 @@ def _image_bytes(cell: Any, field: str) -> bytes | str:
     raise _RowError(field, f"is not an image struct {{bytes, path}} (got {type(cell).__name__})")
 
 
-def _decode(raw: bytes | str, field: str) -> Image.Image | str:
+def _decode(raw: bytes | str, field: str) -> EncodedImage | str:
     if isinstance(raw, str):
         return raw
     try:
@@ -253,9 +253,9 @@ class _Images:
     """Decoded images by content hash, so identical bytes decode once across folders."""
 
     def __init__(self) -> None:
-        self.cache: dict[str, Image.Image | str] = {}
+        self.cache: dict[str, EncodedImage | str] = {}
 
-    def get(self, cell: Any, field: str) -> tuple[Image.Image | str, str]:
+    def get(self, cell: Any, field: str) -> tuple[EncodedImage | str, str]:
         raw = _image_bytes(cell, field)
         key = hashlib.sha256(raw.encode() if isinstance(raw, str) else raw).hexdigest()
         if key not in self.cache:
@@ -463,10 +463,13 @@ TEST_FEATURES = datasets.Features({"ID": _V, "images": datasets.List(datasets.Im
 TRAIN_FEATURES = datasets.Features({"image": datasets.Image(), "ID": _V, "metadata": _V})
 
 
-def png_bytes(image: Image.Image | str) -> bytes:
-    """Deterministic PNG encoding (fixed compression level, no metadata)."""
+def png_bytes(image: Image.Image | EncodedImage | str) -> bytes:
+    """Deterministic PNG encoding (fixed compression level, no metadata) of a PIL image; a
+    file's or an :class:`EncodedImage` 's bytes as they are."""
     if isinstance(image, str):
         return Path(image).read_bytes()
+    if isinstance(image, EncodedImage):
+        return image.data
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=6)
     return buf.getvalue()

@@ -2,8 +2,12 @@
 
 A :class:`Benchmark` holds fictitious :class:`Profile` s (the fine-tuned knowledge), celebrity
 profiles (pre-trained knowledge) and named splits of profile ids. Everything round-trips through
-plain JSON via ``to_dict`` / ``from_dict``; in-memory PIL images are stored as base64 PNG data URLs,
-image paths as strings.
+plain JSON via ``to_dict`` / ``from_dict``; in-memory images are stored as base64 data URLs
+(PIL images as PNG, :class:`EncodedImage` s as their own bytes), image paths as strings.
+
+Images read from a benchmark's files are :class:`EncodedImage` s: the file's bytes, checked to
+decode when loaded and decoded again on each use, so a loaded benchmark holds its images at
+their compressed size (a decoded 1024x1024 RGB image is 3 MiB; its JPEG a tenth of that).
 """
 
 from __future__ import annotations
@@ -20,50 +24,88 @@ KINDS = ("classification", "generation", "cloze")
 MODALITIES = ("multi", "text")
 LETTERS = ("A", "B", "C", "D")
 BLANK = "[Blank]"
-_DATA_URL = "data:image/png;base64,"
+_DATA_URL_PREFIX = "data:image/"
+_BASE64 = ";base64,"
 
-ImageLike = Union[Image.Image, str, None]
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image held as its encoded file bytes (PNG, JPEG, ...), decoded afresh by
+    :meth:`open` on each use: a new PIL image per call, so reader threads share nothing
+    mutable. Build it with :func:`decode_image`, which checks that the bytes decode.
+    ``rgb``: :meth:`open` converts to RGB (a benchmark whose reader does, e.g. VLMEvalKit's
+    TSV images); otherwise the image keeps its own mode."""
+
+    data: bytes
+    format: str
+    width: int
+    height: int
+    rgb: bool = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as PIL's ``Image.size``."""
+        return self.width, self.height
+
+    def open(self) -> Image.Image:
+        """The decoded image (a new PIL image, fully loaded)."""
+        img = Image.open(io.BytesIO(self.data))
+        img.load()
+        return img.convert("RGB") if self.rgb and img.mode != "RGB" else img
+
+
+ImageLike = Union[Image.Image, EncodedImage, str, None]
 
 
 def image_to_json(image: ImageLike) -> str | None:
-    """A PIL image as a PNG data URL; paths and ``None`` pass through."""
+    """An in-memory image as a base64 data URL (a PIL image as PNG, an
+    :class:`EncodedImage` as its own bytes); paths and ``None`` pass through."""
     if image is None or isinstance(image, str):
         return image
     if isinstance(image, Path):
         return str(image)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=6)
-    return _DATA_URL + base64.b64encode(buf.getvalue()).decode("ascii")
+    if isinstance(image, EncodedImage):
+        fmt, raw = image.format.lower(), image.data
+    else:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", compress_level=6)
+        fmt, raw = "png", buf.getvalue()
+    return f"{_DATA_URL_PREFIX}{fmt}{_BASE64}" + base64.b64encode(raw).decode("ascii")
 
 
 def image_from_json(value: str | None) -> ImageLike:
-    """Inverse of :func:`image_to_json` (data URLs become PIL images, paths stay strings)."""
-    if isinstance(value, str) and value.startswith(_DATA_URL):
-        raw = base64.b64decode(value[len(_DATA_URL):])
-        img = Image.open(io.BytesIO(raw))
-        img.load()
-        return img
+    """Inverse of :func:`image_to_json` (data URLs become :class:`EncodedImage` s, paths
+    stay strings)."""
+    if isinstance(value, str) and value.startswith(_DATA_URL_PREFIX) and _BASE64 in value:
+        return decode_image(base64.b64decode(value.split(_BASE64, 1)[1]))
     return value
 
 
-def load_image(image: ImageLike) -> Image.Image:
-    """Open an image given as PIL image or path, converted to RGB."""
+def open_image(image: ImageLike) -> Image.Image:
+    """The PIL image behind a PIL image, :class:`EncodedImage` or path, in its own mode."""
     if image is None:
         raise ValueError("profile has no image; multimodal records need one (check the data dir)")
-    if not isinstance(image, Image.Image):
-        image = Image.open(image)
+    if isinstance(image, EncodedImage):
+        return image.open()
+    return image if isinstance(image, Image.Image) else Image.open(image)
+
+
+def load_image(image: ImageLike) -> Image.Image:
+    """Open an image given as PIL image, :class:`EncodedImage` or path, converted to RGB."""
+    image = open_image(image)
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def decode_image(raw: bytes) -> Image.Image:
-    """Decode image bytes eagerly (the pipeline's reader threads share decoded images);
-    an undecodable image is a ValueError saying why (callers add file, row and field)."""
+def decode_image(raw: bytes) -> EncodedImage:
+    """Check that image bytes decode (fully, once) and keep them encoded; an undecodable
+    image is a ValueError saying why (callers add file, row and field)."""
     try:
-        img = Image.open(io.BytesIO(raw))
-        img.load()
+        with Image.open(io.BytesIO(raw)) as img:
+            img.load()
+            fmt, (width, height) = img.format or "png", img.size
     except Exception as e:  # PIL raises several unrelated types
         raise ValueError(f"does not decode as an image ({type(e).__name__}: {e})") from None
-    return img
+    return EncodedImage(bytes(raw), fmt, width, height)
 
 
 @dataclass

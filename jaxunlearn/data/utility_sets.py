@@ -90,7 +90,7 @@ def _open_image(data: bytes, where: str):
         img = decode_image(data)
     except ValueError as e:
         raise ValueError(f"{where}: the image {e}; check the file") from None
-    return img.convert("RGB")
+    return dataclasses.replace(img, rgb=True)
 
 
 def _need(path: Path, what: str, fix: str) -> Path:

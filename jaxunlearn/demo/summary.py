@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 
 from PIL import Image
 
+from jaxunlearn.data.images import image_size
 from jaxunlearn.eval.records import lookup, main_records
 from jaxunlearn.eval.tasks import Tag, run_task
 
@@ -53,8 +54,8 @@ def control_records(evaluator, forget: Sequence, retain: Sequence,
         swapped = []
         for i, p in enumerate(forget):
             if set_name == "forget_black_image":
-                size = p.image.size if isinstance(p.image, Image.Image) else (32, 32)
-                image = Image.new("RGB", size)
+                height, width = image_size(p.image)
+                image = Image.new("RGB", (width, height))
             else:
                 image = retain[i % len(retain)].image
             swapped.append(dataclasses.replace(p, image=image))
