@@ -1,7 +1,9 @@
 """Test-wide settings: 8 fake CPU devices (set before JAX starts) and the fixtures' path."""
 
 import os
+import shutil
 import sys
+import tempfile
 
 # 8 fake CPU devices for the mesh tests; backend optimisation level 0 compiles ~2.5x faster
 # (the suite is compile-bound on tiny models; numerics stay fp32 and parity holds to 1e-4)
@@ -9,14 +11,27 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
                       "--xla_backend_optimization_level=0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("JAXUNLEARN_COMPILE_CACHE", "off")  # no user-wide cache from the suite
+# one persistent XLA cache for this run (never the user's): made by the first process to load
+# this file (pytest's main process), inherited by the xdist workers and the CLI subprocesses
+# they start, so a program compiled by one is read by the others; removed at the end
+_SUITE_CACHE = None
+if "JAXUNLEARN_COMPILE_CACHE" not in os.environ:
+    _SUITE_CACHE = tempfile.mkdtemp(prefix="jaxunlearn-suite-xla-")
+    os.environ["JAXUNLEARN_COMPILE_CACHE"] = _SUITE_CACHE
 sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
 
+from jaxunlearn.compile_cache import configure as configure_compile_cache  # noqa: E402
 from jaxunlearn.host_memory import reuse_freed_host_memory  # noqa: E402
 
 reuse_freed_host_memory()  # the suite runs with the CLI's host memory setting
+configure_compile_cache()  # in-process programs use the run's cache too, as the CLI's do
+
+
+def pytest_unconfigure(config):
+    if _SUITE_CACHE is not None:
+        shutil.rmtree(_SUITE_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

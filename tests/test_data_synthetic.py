@@ -10,6 +10,7 @@ import pytest
 
 from jaxunlearn.data.cli_data import show_main
 from jaxunlearn.data.mllmu import load_mllmu
+from jaxunlearn.data.schema import load_image
 from jaxunlearn.data.synthetic import SynthConfig, generate_benchmark, write_synthetic
 
 SMALL = SynthConfig(seed=3, n_profiles=20, n_celebrities=6, image_size=32)
@@ -106,12 +107,12 @@ def test_layout_round_trip(written) -> None:
         assert (a.id, a.name, a.attributes) == (b.id, b.name, b.attributes)
         assert a.train_qa == b.train_qa and a.eval_questions == b.eval_questions
         assert a.understanding_qa == b.understanding_qa
-        assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+        assert np.array_equal(np.asarray(load_image(a.image)), np.asarray(b.image))
     for a, b in zip(loaded.profiles, bench.profiles):
         assert a.test_questions == b.test_questions
         assert len(a.test_images) == len(b.test_images)
         for x, y in zip(a.test_images, b.test_images):
-            assert np.array_equal(np.asarray(x), np.asarray(y))
+            assert np.array_equal(np.asarray(load_image(x)), np.asarray(y))
 
 
 def test_show_main(written, capsys) -> None:
