@@ -294,14 +294,18 @@ def test_judged_benchmarks_without_a_judge_say_so(tmp_path):
 
 # ------------------------------------------------------------------------ CLI
 
-def test_cli_protocol_utility_reports_each_score_with_n(tmp_path, capsys):
+@pytest.mark.parametrize("family", ["llava", "llava_onevision", "qwen2_5_vl"])
+def test_cli_protocol_utility_reports_each_score_with_n(family, tmp_path, capsys):
+    """MMBench (circular) and MMMU from their published files through `protocol utility` on
+    three families (Qwen2-VL runs the judged benchmarks below): every score with its n, the
+    multi-image note, and the per-question rows."""
     from hf_fixtures import save_tiny_family
     from jaxunlearn.cli import main
     from jaxunlearn.data.synthetic import SynthConfig, generate_benchmark
 
     bench = generate_benchmark(SynthConfig(seed=0, n_profiles=10, n_celebrities=4,
                                            image_size=32))
-    model = save_tiny_family("llava", tmp_path / "model", bench=bench)
+    model = save_tiny_family(family, tmp_path / "model", bench=bench)
     tsv = write_mmbench(tmp_path / "MMBench_DEV_EN.tsv")
     mmmu = write_mmmu(tmp_path / "MMMU")
     out = tmp_path / "out"
