@@ -5,6 +5,10 @@ cache lives in `$XDG_CACHE_HOME/jaxunlearn/xla` (`~/.cache/jaxunlearn/xla`). Eve
 cached, however small or quick to compile (JAX's default skips programs compiled in under a
 second), so a rerun of a command compiles nothing it compiled before.
 
+`JAXUNLEARN_COMPILE_CACHE_MAX_GB` (default 20) bounds the cache: past it, the least recently
+used programs are evicted. The bound also turns on JAX's file lock around every cache read and
+write, so several processes on one host (a multi-process run) never read a half-written entry.
+
 `JAXUNLEARN_COMPILE_LOG=FILE` appends one JSON line per XLA compile (`event`: JAX's
 `/jax/core/compile/backend_compile_duration`, which on a cache hit measures the cache read;
 `fun_name`; `seconds`) and one per cache hit (`/jax/compilation_cache/cache_hits`): what
@@ -19,6 +23,8 @@ import threading
 from pathlib import Path
 
 CACHE_ENV = "JAXUNLEARN_COMPILE_CACHE"
+MAX_ENV = "JAXUNLEARN_COMPILE_CACHE_MAX_GB"
+DEFAULT_MAX_GB = 20.0
 LOG_ENV = "JAXUNLEARN_COMPILE_LOG"
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 CACHE_HIT = "/jax/compilation_cache/cache_hits"
@@ -38,6 +44,22 @@ def cache_dir() -> Path | None:
     return Path(base) / "jaxunlearn" / "xla"
 
 
+def max_bytes() -> int:
+    """The cache's size bound in bytes, from `JAXUNLEARN_COMPILE_CACHE_MAX_GB` (a number of
+    GiB > 0; default 20)."""
+    value = os.environ.get(MAX_ENV, "").strip()
+    if not value:
+        return int(DEFAULT_MAX_GB * 2**30)
+    try:
+        gb = float(value)
+    except ValueError:
+        gb = float("nan")
+    if not gb > 0 or gb == float("inf"):
+        raise ValueError(f"{MAX_ENV}={value!r} is not a size in GiB; set a number > 0 (e.g. "
+                         f"{MAX_ENV}=20), or {CACHE_ENV}=off to run without the cache")
+    return max(1, int(gb * 2**30))
+
+
 def configure() -> Path | None:
     """Turn on the persistent cache and the compile log as the environment says (once per
     process, before the first compile); returns the cache directory or None."""
@@ -46,6 +68,7 @@ def configure() -> Path | None:
 
     if _configured:
         return cache_dir()
+    limit = max_bytes()  # checked even with the cache off: a bad setting is never ignored
     _configured = True
     log = os.environ.get(LOG_ENV, "").strip()
     if log:
@@ -62,6 +85,7 @@ def configure() -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    jax.config.update("jax_compilation_cache_max_size", limit)  # LRU eviction + file lock
     return path
 
 
