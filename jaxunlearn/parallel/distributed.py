@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 
 _STATE: dict[str, Any] = {"initialized": False, "where": ""}
+# orders the heartbeat's writes and `mark_finished`'s: a process's last word is its end status
+_BEAT_LOCK = threading.Lock()
 
 
 class DistributedError(RuntimeError):
@@ -139,12 +141,17 @@ def watch_peers(timeout: float) -> None:
         print(f"error: {_STATE['where']}: {why}; stopped ({fix})", file=sys.stderr, flush=True)
         os._exit(3)
 
+    stopping = threading.Event()
+
     def beat() -> None:
         count = 0
-        while True:
+        while not stopping.is_set():
             count += 1
             try:
-                client.key_value_set(f"{_ALIVE}{me}", str(count), allow_overwrite=True)
+                with _BEAT_LOCK:
+                    if "finished" in _STATE:  # its end status is posted: never overwrite it
+                        return
+                    client.key_value_set(f"{_ALIVE}{me}", str(count), allow_overwrite=True)
                 now = time.monotonic()
                 for p in list(seen):
                     try:
@@ -167,17 +174,29 @@ def watch_peers(timeout: float) -> None:
                 last_ok[0] = time.monotonic()
             except Exception:  # the coordinator (process 0) is gone: the monitor reports it
                 pass
-            time.sleep(period)
+            stopping.wait(period)
 
     def monitor() -> None:
-        while True:
-            time.sleep(period)
+        while not stopping.wait(period):
             if time.monotonic() - last_ok[0] > timeout:
                 stop(f"the coordinator (process 0) has not answered for {timeout:g} s "
                      "(--distributed-timeout): it was killed or hangs")
 
-    for fn in (beat, monitor):
-        threading.Thread(target=fn, daemon=True, name=f"jaxunlearn-{fn.__name__}").start()
+    threads = [threading.Thread(target=fn, daemon=True, name=f"jaxunlearn-{fn.__name__}")
+               for fn in (beat, monitor)]
+    for t in threads:
+        t.start()
+
+    def at_exit() -> None:
+        # reached the end (the CLI says how it ends), then the watch threads stop and are
+        # joined: a daemon thread still inside a coordination-service call when the
+        # interpreter finalizes is ended by pthread_exit inside C++ and aborts the process
+        # (SIGABRT, "FATAL: exception not rethrown") after its work is done
+        mark_finished(0)
+        stopping.set()
+        for t in threads:
+            t.join(timeout=max(2 * period, 5.0))
+
     hook = sys.excepthook
 
     def on_uncaught(*exc) -> None:  # the traceback first, then tell the peers and leave
@@ -185,7 +204,7 @@ def watch_peers(timeout: float) -> None:
         mark_finished(None)
 
     sys.excepthook = on_uncaught
-    atexit.register(lambda: mark_finished(0))  # reached the end (the CLI says how it ends)
+    atexit.register(at_exit)
 
 
 def mark_finished(status: int | None) -> None:
@@ -195,14 +214,19 @@ def mark_finished(status: int | None) -> None:
     shutdown barrier would wait for, and abort on, peers that are stopping too."""
     if not _STATE["initialized"] or "finished" in _STATE:
         return
-    _STATE["finished"] = status
+    # after the heartbeat's write in flight, if any (not forever: the coordinator may hang)
+    locked = _BEAT_LOCK.acquire(timeout=5.0)
     try:
+        _STATE["finished"] = status
         import jax
 
         value = "ok" if status == 0 else f"failed: exit status {status}" if status else "failed"
         _client().key_value_set(f"{_ALIVE}{jax.process_index()}", value, allow_overwrite=True)
     except Exception:  # the coordinator is gone already: the peers find out by themselves
         pass
+    finally:
+        if locked:
+            _BEAT_LOCK.release()
     if status != 0:  # JAX's exit-time shutdown would wait for peers that stop now: leave now
         sys.stdout.flush()
         sys.stderr.flush()
