@@ -8,6 +8,9 @@ second), so a rerun of a command compiles nothing it compiled before.
 `JAXUNLEARN_COMPILE_CACHE_MAX_GB` (default 20) bounds the cache: past it, the least recently
 used programs are evicted. The bound also turns on JAX's file lock around every cache read and
 write, so several processes on one host (a multi-process run) never read a half-written entry.
+Each write then lists the directory to size it, which costs time in a cache of many thousands
+of small programs (the test suite's); `unlimited` turns bound and lock off (JAX warns about an
+unreadable entry and compiles the program instead).
 
 `JAXUNLEARN_COMPILE_LOG=FILE` appends one JSON line per XLA compile (`event`: JAX's
 `/jax/core/compile/backend_compile_duration`, which on a cache hit measures the cache read;
@@ -46,17 +49,20 @@ def cache_dir() -> Path | None:
 
 def max_bytes() -> int:
     """The cache's size bound in bytes, from `JAXUNLEARN_COMPILE_CACHE_MAX_GB` (a number of
-    GiB > 0; default 20)."""
+    GiB > 0, default 20; `unlimited`: -1, no bound and no lock)."""
     value = os.environ.get(MAX_ENV, "").strip()
     if not value:
         return int(DEFAULT_MAX_GB * 2**30)
+    if value.lower() == "unlimited":
+        return -1
     try:
         gb = float(value)
     except ValueError:
         gb = float("nan")
     if not gb > 0 or gb == float("inf"):
         raise ValueError(f"{MAX_ENV}={value!r} is not a size in GiB; set a number > 0 (e.g. "
-                         f"{MAX_ENV}=20), or {CACHE_ENV}=off to run without the cache")
+                         f"{MAX_ENV}=20) or unlimited, or {CACHE_ENV}=off to run without "
+                         "the cache")
     return max(1, int(gb * 2**30))
 
 
@@ -86,6 +92,7 @@ def configure() -> Path | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     jax.config.update("jax_compilation_cache_max_size", limit)  # LRU eviction + file lock
+    # (-1: neither)
     return path
 
 

@@ -18,6 +18,9 @@ _SUITE_CACHE = None
 if "JAXUNLEARN_COMPILE_CACHE" not in os.environ:
     _SUITE_CACHE = tempfile.mkdtemp(prefix="jaxunlearn-suite-xla-")
     os.environ["JAXUNLEARN_COMPILE_CACHE"] = _SUITE_CACHE
+    # thousands of small programs: a bounded cache lists the directory on every write, which
+    # cost the suite 3 min (tests/test_compile_cache.py checks the bound and its lock)
+    os.environ.setdefault("JAXUNLEARN_COMPILE_CACHE_MAX_GB", "unlimited")
 sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
