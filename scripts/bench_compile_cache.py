@@ -34,8 +34,8 @@ def tiny_llava(out: Path) -> Path:
     return out
 
 
-def run_once(model: Path, cache: Path, log: Path, out: Path, args) -> list[dict]:
-    """One `jaxunlearn unlearn` process; returns its compile log records."""
+def run_once(model: Path, cache: Path, log: Path, out: Path, args) -> Path:
+    """One `jaxunlearn unlearn` process; returns its compile log."""
     cmd = [sys.executable, "-m", "jaxunlearn.cli", "unlearn", "--method", args.method,
            "--model", str(model), f"train.max_steps={args.steps}", "train.progress=false",
            "output.export_hf=false", f"output.dir={out}", *args.overrides]
@@ -44,20 +44,22 @@ def run_once(model: Path, cache: Path, log: Path, out: Path, args) -> list[dict]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if run.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)} exited {run.returncode}:\n{run.stderr[-3000:]}")
-    return [json.loads(line) for line in log.read_text().splitlines()]
+    return log
 
 
-def summarize(name: str, records: list[dict], top: int) -> float:
-    """Print one run's totals and slowest programs; returns its compile seconds."""
-    from jaxunlearn.compile_cache import BACKEND_COMPILE, CACHE_HIT
+def summarize(name: str, log: Path, top: int) -> float:
+    """Print one run's totals (`compile_cache.read_log`) and slowest programs; returns its
+    compile seconds."""
+    from jaxunlearn.compile_cache import BACKEND_COMPILE, read_log
 
+    totals = read_log(log)
+    print(f"{name}: {totals['compiles']} programs, {totals['cache_hits']} cache hits, "
+          f"{totals['seconds']:.3f} s compiling")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
     compiles = [r for r in records if r["event"] == BACKEND_COMPILE]
-    hits = sum(r["event"] == CACHE_HIT for r in records)
-    seconds = sum(r["seconds"] for r in compiles)
-    print(f"{name}: {len(compiles)} programs, {hits} cache hits, {seconds:.3f} s compiling")
     for r in sorted(compiles, key=lambda r: -r["seconds"])[:top]:
         print(f"    {r['seconds']:8.3f} s  {r['fun_name']}")
-    return seconds
+    return totals["seconds"]
 
 
 def main() -> None:

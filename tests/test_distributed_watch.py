@@ -43,9 +43,13 @@ def test_end_status_is_the_last_write_and_exit_joins_the_watch(monkeypatch):
     D.watch_peers(timeout=0.4)  # a beat every 0.05 s
     watch = [t for t in threading.enumerate() if t not in before]
     assert sorted(t.name for t in watch) == ["jaxunlearn-beat", "jaxunlearn-monitor"]
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while len(client.writes) < 3 and time.monotonic() < deadline:  # a few beats, however slow
+        time.sleep(0.01)
     D.mark_finished(0)  # the CLI's last step
-    time.sleep(0.3)  # several more beat periods
+    beat = next(t for t in watch if t.name == "jaxunlearn-beat")
+    beat.join(timeout=30)  # the heartbeat ends once the end status is posted
+    assert not beat.is_alive()
     mine = [v for k, v in client.writes if k == "jaxunlearn/alive/0"]
     assert len(mine) >= 3 and mine[-1] == "ok" and mine.count("ok") == 1, mine
     assert mine[:-1] == [str(i) for i in range(1, len(mine))]
